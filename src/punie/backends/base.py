@@ -1,0 +1,42 @@
+"""The backend protocol: what `punie train` needs from a training engine.
+
+A backend turns a TrainConfig into a run folder (adapter, metrics.jsonl, run record) and can fuse
+an adapter into its base model. `capabilities` says what it supports, so the CLI can refuse an
+unsupported request before anything starts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    fine_tune_types: tuple[str, ...]
+    methods: tuple[str, ...] = ("sft",)  # sft, dpo, ...
+    quantized_base: bool = False  # QLoRA
+    multi_process: bool = False
+    notes: str = ""
+
+
+# Called with one metrics record (the dict written to metrics.jsonl) as training goes.
+MetricsCallback = Callable[[dict[str, Any]], None]
+
+
+@runtime_checkable
+class Backend(Protocol):
+    name: str
+
+    def capabilities(self) -> Capabilities: ...
+
+    def check(self, config: Any) -> None:
+        """Raise PunieError (one line) if `config` cannot run here; start nothing."""
+
+    def train(self, config: Any, run_dir: Path, on_metrics: MetricsCallback | None = None) -> Path:
+        """Train; write the adapter and metrics.jsonl into `run_dir`; return the adapter path."""
+
+    def fuse(self, run_dir: Path, out: Path, **options: Any) -> Path:
+        """Merge the run's adapter into its base model; write a loadable model folder to `out`."""

@@ -1,0 +1,140 @@
+"""The `punie` command: a thin shell over the library. Each command parses, calls, renders.
+
+Command groups live beside the code they drive (`punie/<area>/cli.py`) and are mounted here.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from punie import __version__
+from punie.errors import PunieError
+
+console = Console(stderr=True)
+
+app = typer.Typer(
+    name="punie",
+    help=(
+        "Punie: teach a small open model your agent's tools, and prove it got better.\n\n"
+        "Start with `punie demo` (the whole loop on a built-in tiny model), then bring your own "
+        "data with `punie dataset`, train with `punie train`, and measure with `punie eval`."
+    ),
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",
+)
+
+model_app = typer.Typer(help="Build or fetch models (the embedded tiny model, hub models).")
+app.add_typer(model_app, name="model")
+
+
+def fail(message: str, code: int = 2) -> None:
+    console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+@app.callback(invoke_without_command=True)
+def _main(
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+) -> None:
+    if version:
+        print(__version__)
+        raise typer.Exit(0)
+
+
+@model_app.command("tiny")
+def model_tiny(
+    out: Annotated[Path, typer.Argument(help="Folder to write the model to (replaced if present).")],
+    seed: Annotated[int, typer.Option(help="Seed for the random weights.")] = 0,
+) -> None:
+    """Write the embedded tiny model: Qwen2 architecture, random weights, a locally trained
+    byte-level BPE tokenizer and a chat template with tool calls. Same seed, same bytes."""
+    from punie.model.tiny import build_tiny_model
+
+    print(build_tiny_model(out, seed=seed))
+
+
+@model_app.command("resolve")
+def model_resolve(
+    name: Annotated[str, typer.Argument(help="A local model folder or a hub id (owner/name).")],
+) -> None:
+    """Print the local folder for a model, downloading a hub id into the HF cache if needed."""
+    from punie.model.resolve import resolve_model
+
+    print(resolve_model(name))
+
+
+class _RichProgress:
+    def __init__(self, progress: Progress):
+        self._p = progress
+        self._task = None
+
+    def step(self, name: str) -> None:
+        if self._task is not None:
+            self._p.update(self._task, completed=self._p.tasks[self._task].total or 1)
+            self._p.stop_task(self._task)
+        self._task = self._p.add_task(name, total=None)
+
+    def advance(self, done: int, total: int) -> None:
+        self._p.update(self._task, completed=done, total=total)
+
+    def done(self, summary: str) -> None:
+        self.step("Done")
+        self._p.update(self._task, total=1, completed=1)
+        self._p.console.print(summary, highlight=False)
+
+
+@app.command()
+def demo(
+    workdir: Annotated[Path, typer.Option(help="Working folder for every artefact.")] = Path(
+        "punie-demo"
+    ),
+    iters: Annotated[int, typer.Option(help="LoRA training iterations.")] = 150,
+    n_train: Annotated[int, typer.Option(help="Training rows to generate.")] = 400,
+    n_eval: Annotated[int, typer.Option(help="Held-out eval cases.")] = 40,
+    seed: Annotated[int, typer.Option(help="Seed for model, data and training.")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Run the whole loop on the embedded tiny model: build it, write a tool-calling dataset and a
+    held-out eval suite, evaluate the base model through a real mlx_lm.server, train a LoRA
+    adapter with mlx_lm, evaluate again, and write an HTML report comparing the two."""
+    from punie.demo import DemoConfig, run_demo
+
+    cfg = DemoConfig(workdir=workdir, iters=iters, n_train=n_train, n_eval=n_eval, seed=seed)
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console, disable=as_json) as progress:
+        result = run_demo(cfg, _RichProgress(progress))
+    if as_json:
+        summary = {
+            "base": result.base.score,
+            "adapted": result.adapted.score,
+            "report": str(result.report),
+            "wall_s": round(result.wall_s, 1),
+        }
+        print(json.dumps(summary))
+    else:
+        print(result.report)
+
+
+def main() -> None:
+    """Entry point: PunieError becomes a one-line message and its exit code; Ctrl-C exits 130."""
+    try:
+        app()
+    except PunieError as e:
+        console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/yellow]")
+        sys.exit(130)

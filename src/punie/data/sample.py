@@ -1,0 +1,179 @@
+"""The sample tool-calling task: a synthetic, offline dataset and its held-out eval suite.
+
+It is what `punie demo` trains on and what `punie dataset download sample` writes. A coding agent
+has four tools; each user request maps to exactly one call (or, for small talk, to no call), and
+the arguments are copied from the request, so a model has to read the request to get them right.
+Splits and the eval suite are drawn with separate seeds, and the suite drops any request that a
+training row already has, so the eval measures generalisation, not memorised strings.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+SYSTEM_PROMPT = "You are Punie, a coding agent. Use a tool when one fits the request."
+
+TOOLS: list[dict] = [
+    {
+        "type": "function",
+        "function": {
+            "name": "read_file",
+            "description": "Read a text file.",
+            "parameters": {
+                "type": "object",
+                "properties": {"path": {"type": "string"}},
+                "required": ["path"],
+            },
+        },
+    },
+    {
+        "type": "function",
+        "function": {
+            "name": "list_dir",
+            "description": "List a folder.",
+            "parameters": {
+                "type": "object",
+                "properties": {"path": {"type": "string"}},
+                "required": ["path"],
+            },
+        },
+    },
+    {
+        "type": "function",
+        "function": {
+            "name": "search_code",
+            "description": "Search the code for a word.",
+            "parameters": {
+                "type": "object",
+                "properties": {"query": {"type": "string"}},
+                "required": ["query"],
+            },
+        },
+    },
+    {
+        "type": "function",
+        "function": {
+            "name": "run_command",
+            "description": "Run a shell command.",
+            "parameters": {
+                "type": "object",
+                "properties": {"command": {"type": "string"}},
+                "required": ["command"],
+            },
+        },
+    },
+]
+
+_PHRASES = {
+    "read_file": ["Show me {}", "Open {}", "Read the file {}", "What is in {}?", "Print {}"],
+    "list_dir": ["List {}", "What files are in {}?", "Show the folder {}", "ls {}"],
+    "search_code": ["Search the code for {}", "Find {} in the code", "Where is {} used?"],
+    "run_command": ["Run {}", "Execute {}", "Please run the command {}"],
+}
+_ARG = {"read_file": "path", "list_dir": "path", "search_code": "query", "run_command": "command"}
+_SMALL_TALK = [
+    ("Hello", "Hello! What should I work on?"),
+    ("Thanks!", "You are welcome."),
+    ("Who are you?", "I am Punie, a coding agent."),
+    ("Good morning", "Good morning! What should I work on?"),
+]
+
+_DIRS = ["src", "tests", "docs", "lib", "app", "tools", "core", "web", "api", "cli"]
+_NAMES = ["main", "app", "utils", "server", "config", "models", "views", "parser", "cache", "auth"]
+_NAMES += ["client", "report", "train", "data", "loader", "router", "store", "index", "setup"]
+_EXTS = [".py", ".md", ".js", ".toml", ".json", ".txt", ".yaml", ".rs"]
+_WORDS = ["TODO", "FIXME", "parse", "load", "token", "retry", "timeout", "user", "cache", "lock"]
+_WORDS += ["render", "flush", "submit", "verify", "decode", "encode", "merge", "split", "score"]
+_COMMANDS = ["pytest -q", "make test", "git status", "ls -la", "npm test", "cargo build"]
+_COMMANDS += ["ruff check .", "git log --oneline", "uv sync", "make lint", "go test ./...", "df -h"]
+
+
+@dataclass(frozen=True)
+class Example:
+    """One request and the call that answers it (`tool` is None for small talk)."""
+
+    request: str
+    tool: str | None
+    argument: str | None
+    reply: str | None = None
+
+
+def _value(rng: random.Random, tool: str) -> str:
+    if tool in ("read_file",):
+        return f"{rng.choice(_DIRS)}/{rng.choice(_NAMES)}{rng.choice(_EXTS)}"
+    if tool == "list_dir":
+        return rng.choice(_DIRS) + rng.choice(["", f"/{rng.choice(_NAMES)}"])
+    if tool == "search_code":
+        return rng.choice(_WORDS) + rng.choice(["", f"_{rng.choice(_NAMES)}"])
+    return rng.choice(_COMMANDS)
+
+
+def examples(n: int, seed: int) -> list[Example]:
+    """`n` examples, about one in eight small talk, deterministic in `seed`."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        if rng.random() < 0.125:
+            request, reply = rng.choice(_SMALL_TALK)
+            out.append(Example(request, None, None, reply))
+            continue
+        tool = rng.choice(sorted(_PHRASES))
+        value = _value(rng, tool)
+        out.append(Example(rng.choice(_PHRASES[tool]).format(value), tool, value))
+    return out
+
+
+def chat_row(example: Example) -> dict:
+    """A training row in the chat format `mlx_lm lora` reads, with the tools it may call."""
+    messages = [
+        {"role": "system", "content": SYSTEM_PROMPT},
+        {"role": "user", "content": example.request},
+    ]
+    if example.tool is None:
+        messages.append({"role": "assistant", "content": example.reply})
+    else:
+        call = {"name": example.tool, "arguments": {_ARG[example.tool]: example.argument}}
+        messages.append(
+            {"role": "assistant", "content": "", "tool_calls": [{"type": "function", "function": call}]}
+        )
+    return {"messages": messages, "tools": TOOLS}
+
+
+def eval_case(example: Example, index: int) -> dict:
+    """A case of the `tool_calling` suite kind (see docs/eval-suites.md)."""
+    calls = []
+    if example.tool is not None:
+        calls = [{"name": example.tool, "arguments": {_ARG[example.tool]: [example.argument]}}]
+    return {
+        "id": f"{example.tool or 'no-call'}-{index}",
+        "category": example.tool or "no_call",
+        "messages": [{"role": "user", "content": example.request}],
+        "expect": {"calls": calls},
+    }
+
+
+def splits(n_train: int = 400, n_valid: int = 40, n_test: int = 40, seed: int = 0) -> dict:
+    """train/valid/test chat rows; each split draws from its own seed."""
+    sizes = {"train": n_train, "valid": n_valid, "test": n_test}
+    return {
+        name: [chat_row(e) for e in examples(size, seed * 1000 + i)]
+        for i, (name, size) in enumerate(sizes.items())
+    }
+
+
+def eval_suite(n_cases: int = 40, seed: int = 0, exclude: frozenset[str] = frozenset()) -> dict:
+    """The held-out tool-calling suite: a seed no split uses, and no request listed in `exclude`.
+
+    Small talk has only a few phrasings, so it is exempt from `exclude` (it would otherwise vanish).
+    """
+    pool = examples(n_cases * 20, seed * 1000 + 999)
+    held_out = [e for e in pool if e.tool is None or e.request not in exclude][:n_cases]
+    cases = [eval_case(e, i) for i, e in enumerate(held_out)]
+    return {
+        "name": "sample-tools",
+        "kind": "tool_calling",
+        "system": SYSTEM_PROMPT,
+        "tools": TOOLS,
+        "cases": cases,
+    }

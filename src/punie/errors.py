@@ -1,0 +1,13 @@
+"""The one exception type a user sees: its message is the whole story, on one line.
+
+The CLI prints `error: <message>` and exits with `exit_code` (2 for unusable input, by default);
+anything else that escapes is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class PunieError(Exception):
+    def __init__(self, message: str, exit_code: int = 2):
+        super().__init__(message)
+        self.exit_code = exit_code

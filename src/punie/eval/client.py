@@ -1,0 +1,101 @@
+"""An OpenAI-compatible chat client: concurrent, bounded, and explicit about which model answers.
+
+Works against Punie's managed mlx_lm.server and any other OpenAI-compatible server (vLLM, Ollama,
+llama.cpp). Every request names its model; the answer's `model` field is checked against it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from punie.errors import PunieError
+
+
+@dataclass(frozen=True)
+class Sampling:
+    temperature: float = 0.0
+    max_tokens: int = 128
+    top_p: float = 1.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"temperature": self.temperature, "max_tokens": self.max_tokens, "top_p": self.top_p}
+
+
+@dataclass(frozen=True)
+class Target:
+    """What answers: a server, the model name it is asked for, and (mlx_lm.server) an adapter."""
+
+    base_url: str
+    model: str
+    adapter: str | None = None
+    api_key: str | None = None
+
+
+@dataclass(frozen=True)
+class Reply:
+    content: str
+    tool_calls: list[dict] | None
+    latency_s: float
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    raw: dict = field(default_factory=dict, repr=False)
+
+
+def request_body(target: Target, messages: list[dict], tools, sampling: Sampling) -> dict:
+    body: dict[str, Any] = {"model": target.model, "messages": messages, **sampling.as_dict()}
+    if tools:
+        body["tools"] = list(tools)
+    if target.adapter:
+        body["adapters"] = target.adapter  # mlx_lm.server's per-request adapter field
+    return body
+
+
+class ChatClient:
+    def __init__(self, target: Target, *, concurrency: int = 4, timeout: float = 300.0):
+        self.target = target
+        self._limit = asyncio.Semaphore(concurrency)
+        headers = {"Authorization": f"Bearer {target.api_key}"} if target.api_key else {}
+        self._http = httpx.AsyncClient(
+            base_url=target.base_url.rstrip("/"), timeout=timeout, headers=headers
+        )
+
+    async def chat(self, messages: list[dict], tools=(), sampling: Sampling = Sampling()) -> Reply:
+        body = request_body(self.target, messages, tools, sampling)
+        async with self._limit:
+            start = time.perf_counter()
+            try:
+                r = await self._http.post("/v1/chat/completions", json=body)
+            except httpx.HTTPError as e:
+                raise PunieError(f"{self.target.base_url}: request failed: {e!r}") from e
+            latency = time.perf_counter() - start
+        if r.status_code != 200:
+            raise PunieError(f"{self.target.base_url}: HTTP {r.status_code}: {r.text[:200]}")
+        data = r.json()
+        if data.get("model") not in (None, self.target.model):
+            raise PunieError(
+                f"asked for model {self.target.model!r} but {data.get('model')!r} answered"
+            )
+        message = data["choices"][0]["message"]
+        usage = data.get("usage") or {}
+        return Reply(
+            content=message.get("content") or "",
+            tool_calls=message.get("tool_calls") or None,
+            latency_s=latency,
+            prompt_tokens=usage.get("prompt_tokens"),
+            completion_tokens=usage.get("completion_tokens"),
+            raw=data,
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> ChatClient:
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.aclose()

@@ -1,0 +1,215 @@
+"""Scoring tool calls by structure, the way the Berkeley Function Calling Leaderboard does.
+
+A response's calls are parsed from OpenAI `tool_calls` or from `<tool_call>{json}</tool_call>`
+blocks in its text. They pass when they match the expected calls as a set: the same function
+names, every required parameter present, no parameter the schema lacks, every value of the
+schema's JSON type and within its enum, each expected argument among its accepted values, the
+right number of calls, and the order too when the case says `order: strict`.
+
+Every failure has a typed label (see `LABELS`) and a one-line reason.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+LABELS = (
+    "missing_required",
+    "unexpected_param",
+    "type_error",
+    "value_error",
+    "wrong_name",
+    "wrong_count",
+    "malformed",
+    "unexpected_call",
+    "no_call",
+)
+
+_BLOCK = re.compile(r"<tool_call>(.*?)(?:</tool_call>|$)", re.S)
+
+
+@dataclass(frozen=True)
+class Call:
+    name: str
+    arguments: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    passed: bool
+    label: str | None = None  # one of LABELS when not passed
+    reason: str = ""
+
+
+class Malformed(ValueError):
+    pass
+
+
+def parse_calls(content: str | None, tool_calls: list[dict] | None = None) -> list[Call]:
+    """The calls a response makes; raises Malformed when a call cannot be read as JSON."""
+    if tool_calls:
+        return [_call_from_openai(tc) for tc in tool_calls]
+    calls = []
+    for block in _BLOCK.findall(content or ""):
+        try:
+            data = json.loads(block.strip())
+        except json.JSONDecodeError as e:
+            raise Malformed(f"tool_call block is not JSON: {block.strip()[:80]!r}") from e
+        calls.append(_call_from_dict(data))
+    return calls
+
+
+def _call_from_openai(tc: dict) -> Call:
+    fn = tc.get("function", tc) if isinstance(tc, dict) else None
+    if not isinstance(fn, dict):
+        raise Malformed(f"tool call is not an object: {tc!r}")
+    return _call_from_dict(fn)
+
+
+def _call_from_dict(data: Any) -> Call:
+    if not isinstance(data, dict) or not isinstance(data.get("name"), str):
+        raise Malformed(f"tool call has no string name: {json.dumps(data)[:80]}")
+    args = data.get("arguments", {})
+    if isinstance(args, str):
+        try:
+            args = json.loads(args) if args.strip() else {}
+        except json.JSONDecodeError as e:
+            raise Malformed(f"{data['name']}: arguments are not JSON: {args[:80]!r}") from e
+    if not isinstance(args, dict):
+        raise Malformed(f"{data['name']}: arguments are not an object")
+    return Call(data["name"], args)
+
+
+def _schemas(tools: tuple[dict, ...] | list[dict]) -> dict[str, dict]:
+    out = {}
+    for t in tools:
+        fn = t.get("function", t)
+        out[fn["name"]] = fn.get("parameters") or {"type": "object", "properties": {}}
+    return out
+
+
+_JSON_TYPES = {
+    "string": lambda v: isinstance(v, str),
+    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "number": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
+    "boolean": lambda v: isinstance(v, bool),
+    "array": lambda v: isinstance(v, list),
+    "object": lambda v: isinstance(v, dict),
+    "null": lambda v: v is None,
+}
+
+
+def _type_ok(value: Any, schema: dict) -> bool:
+    types = schema.get("type")
+    if types is None:
+        return True
+    types = types if isinstance(types, list) else [types]
+    return any(_JSON_TYPES.get(t, lambda v: True)(value) for t in types)
+
+
+def _values_equal(got: Any, want: Any) -> bool:
+    # Strings compare exactly; numbers by value (1 == 1.0), but a bool never equals a number.
+    if isinstance(got, bool) or isinstance(want, bool):
+        return type(got) is type(want) and got == want
+    if isinstance(got, list) and isinstance(want, list):
+        return len(got) == len(want) and all(map(_values_equal, got, want))
+    if isinstance(got, dict) and isinstance(want, dict):
+        return got.keys() == want.keys() and all(_values_equal(got[k], want[k]) for k in got)
+    both_numbers = isinstance(got, int | float) and isinstance(want, int | float)
+    return (both_numbers or type(got) is type(want)) and got == want
+
+
+def check_call(call: Call, schemas: dict[str, dict]) -> Verdict:
+    """Check one call against its tool's schema alone."""
+    if call.name not in schemas:
+        return Verdict(False, "wrong_name", f"{call.name!r} is not one of the suite's tools")
+    schema = schemas[call.name]
+    props = schema.get("properties", {})
+    for name in schema.get("required", []):
+        if name not in call.arguments:
+            return Verdict(False, "missing_required", f"{call.name}: {name!r} is required")
+    for name, value in call.arguments.items():
+        if name not in props:
+            return Verdict(False, "unexpected_param", f"{call.name}: no parameter {name!r}")
+        if not _type_ok(value, props[name]):
+            want = props[name].get("type")
+            return Verdict(
+                False, "type_error", f"{call.name}.{name}: {json.dumps(value)} is not {want}"
+            )
+        if "enum" in props[name] and value not in props[name]["enum"]:
+            return Verdict(
+                False, "value_error", f"{call.name}.{name}: {json.dumps(value)} not in enum"
+            )
+    return Verdict(True)
+
+
+def match_call(call: Call, expected: dict) -> Verdict:
+    """Does `call` give the expected function with accepted values for every expected argument?"""
+    if call.name != expected["name"]:
+        return Verdict(False, "wrong_name", f"called {call.name!r}, expected {expected['name']!r}")
+    for name, accepted in (expected.get("arguments") or {}).items():
+        accepted = accepted if isinstance(accepted, list) else [accepted]
+        if name not in call.arguments:
+            if "" in accepted:  # BFCL's convention: "" among the values marks it optional
+                continue
+            return Verdict(False, "missing_required", f"{call.name}: {name!r} missing")
+        got = call.arguments[name]
+        if not any(_values_equal(got, a) for a in accepted):
+            shown = ", ".join(json.dumps(a) for a in accepted)
+            return Verdict(
+                False, "value_error", f"{call.name}.{name}: {json.dumps(got)} not in [{shown}]"
+            )
+    return Verdict(True)
+
+
+def score_tool_calls(
+    content: str | None,
+    tool_calls: list[dict] | None,
+    expect: dict,
+    tools: tuple[dict, ...] | list[dict],
+) -> Verdict:
+    """Score one response against a case's `expect` block."""
+    try:
+        calls = parse_calls(content, tool_calls)
+    except Malformed as e:
+        return Verdict(False, "malformed", str(e))
+    expected = expect.get("calls") or []
+    if not expected:
+        if calls:
+            return Verdict(False, "unexpected_call", f"expected no call, got {calls[0].name!r}")
+        return Verdict(True)
+    if not calls:
+        return Verdict(False, "no_call", f"expected {expected[0]['name']!r}, got no tool call")
+    schemas = _schemas(tools)
+    for call in calls:
+        verdict = check_call(call, schemas)
+        if not verdict.passed:
+            return verdict
+    if len(calls) != len(expected):
+        return Verdict(False, "wrong_count", f"{len(calls)} calls, expected {len(expected)}")
+    if expect.get("order", "any") == "strict":
+        for call, want in zip(calls, expected, strict=True):
+            verdict = match_call(call, want)
+            if not verdict.passed:
+                return verdict
+        return Verdict(True)
+    return _match_any_order(calls, expected)
+
+
+def _match_any_order(calls: list[Call], expected: list[dict]) -> Verdict:
+    first_failure = None
+    for perm in itertools.permutations(range(len(calls))):
+        failure = None
+        for i, j in enumerate(perm):
+            verdict = match_call(calls[j], expected[i])
+            if not verdict.passed:
+                failure = verdict
+                break
+        if failure is None:
+            return Verdict(True)
+        first_failure = first_failure or failure
+    return first_failure

@@ -1,0 +1,127 @@
+"""A managed `mlx_lm.server`: started on 127.0.0.1 and a free port, stopped however we leave.
+
+    with Server("path/to/model", log=run_dir / "server.log") as server:
+        client = ChatClient(server.base_url)
+
+One server answers for the base model and any adapter: each request names `model` (the folder) and
+`adapters` explicitly, and mlx_lm.server loads that pair. Nothing is inferred from `/v1/models`,
+which lists cached hub models before the one we started.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+
+from punie.errors import PunieError
+from punie.proc import child_env, python_module, stop_group
+
+HOST = "127.0.0.1"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(
+        self,
+        model: Path | str,
+        *,
+        adapter: Path | str | None = None,
+        log: Path | None = None,
+        port: int | None = None,
+        max_tokens: int = 256,
+        startup_timeout: float = 120.0,
+    ):
+        self.model = str(model)
+        self.adapter = str(adapter) if adapter else None
+        self.log = Path(log) if log else None
+        self.port = port or free_port()
+        self.max_tokens = max_tokens
+        self.startup_timeout = startup_timeout
+        self._proc: subprocess.Popen | None = None
+        self._log_file = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    def command(self) -> list[str]:
+        cmd = python_module(
+            "mlx_lm",
+            "server",
+            "--model",
+            self.model,
+            "--host",
+            HOST,
+            "--port",
+            str(self.port),
+            "--max-tokens",
+            str(self.max_tokens),
+            "--log-level",
+            "WARNING",
+        )
+        if self.adapter:
+            cmd += ["--adapter-path", self.adapter]
+        return cmd
+
+    def start(self) -> Server:
+        if self.log:
+            self.log.parent.mkdir(parents=True, exist_ok=True)
+            self._log_file = open(self.log, "ab")  # noqa: SIM115 - closed in stop()
+        sink = self._log_file or subprocess.DEVNULL
+        self._proc = subprocess.Popen(
+            self.command(),
+            env=child_env(),
+            stdin=subprocess.DEVNULL,
+            stdout=sink,
+            stderr=sink,
+            start_new_session=True,
+        )
+        try:
+            self._wait_healthy()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _wait_healthy(self) -> None:
+        deadline = time.monotonic() + self.startup_timeout
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                where = f"; see {self.log}" if self.log else ""
+                raise PunieError(
+                    f"mlx_lm.server for {self.model} exited with code {self._proc.returncode}"
+                    f" before it was ready{where}"
+                )
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{self.base_url}/health", timeout=2.0).status_code == 200:
+                    return
+            time.sleep(0.25)
+        raise PunieError(f"mlx_lm.server did not become healthy in {self.startup_timeout:.0f}s")
+
+    def stop(self) -> None:
+        if self._proc is not None:
+            stop_group(self._proc, grace=10.0)
+            self._proc = None
+        if self._log_file:
+            self._log_file.close()
+            self._log_file = None
+
+    def __enter__(self) -> Server:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
