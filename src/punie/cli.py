@@ -34,6 +34,26 @@ app = typer.Typer(
 model_app = typer.Typer(help="Build or fetch models (the embedded tiny model, hub models).")
 app.add_typer(model_app, name="model")
 
+from punie.eval.cli import app as eval_app  # noqa: E402
+from punie.serve.cli import serve as serve_command  # noqa: E402
+
+app.add_typer(eval_app, name="eval")
+app.command("serve")(serve_command)
+
+from punie.data.cli import dataset_app  # noqa: E402
+
+app.add_typer(dataset_app, name="dataset")
+
+from punie.train.cli import fuse_command, runs_app, train_command  # noqa: E402
+
+app.command("train")(train_command)
+app.add_typer(runs_app, name="runs")
+app.command("fuse")(fuse_command)
+
+from punie.backends.cli import backends_command  # noqa: E402
+
+app.command("backends")(backends_command)
+
 
 def fail(message: str, code: int = 2) -> None:
     console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
@@ -96,7 +116,7 @@ def demo(
     workdir: Annotated[Path, typer.Option(help="Working folder for every artefact.")] = Path(
         "punie-demo"
     ),
-    iters: Annotated[int, typer.Option(help="LoRA training iterations.")] = 150,
+    iters: Annotated[int, typer.Option(help="LoRA training iterations.")] = 400,
     n_train: Annotated[int, typer.Option(help="Training rows to generate.")] = 400,
     n_eval: Annotated[int, typer.Option(help="Held-out eval cases.")] = 40,
     seed: Annotated[int, typer.Option(help="Seed for model, data and training.")] = 0,

@@ -79,14 +79,18 @@ _SMALL_TALK = [
     ("Good morning", "Good morning! What should I work on?"),
 ]
 
-_DIRS = ["src", "tests", "docs", "lib", "app", "tools", "core", "web", "api", "cli"]
-_NAMES = ["main", "app", "utils", "server", "config", "models", "views", "parser", "cache", "auth"]
-_NAMES += ["client", "report", "train", "data", "loader", "router", "store", "index", "setup"]
-_EXTS = [".py", ".md", ".js", ".toml", ".json", ".txt", ".yaml", ".rs"]
+# A small project, as an agent meets it: a known set of files, folders, words and commands. The
+# model must pick the right tool and copy the right value; held-out cases combine values and
+# phrasings in ways no training row did.
+_FILES = ["src/app.py", "src/main.py", "src/utils.py", "src/server.py", "tests/test_app.py"]
+_FILES += ["tests/test_utils.py", "docs/index.md", "docs/api.md", "README.md", "pyproject.toml"]
+_FILES += ["config.yaml", "lib/client.js", "lib/router.js", "web/index.html", "api/auth.py"]
+_DIRS = ["src", "tests", "docs", "lib", "web", "api", "cli", "tools"]
 _WORDS = ["TODO", "FIXME", "parse", "load", "token", "retry", "timeout", "user", "cache", "lock"]
-_WORDS += ["render", "flush", "submit", "verify", "decode", "encode", "merge", "split", "score"]
+_WORDS += ["render", "score"]
 _COMMANDS = ["pytest -q", "make test", "git status", "ls -la", "npm test", "cargo build"]
 _COMMANDS += ["ruff check .", "git log --oneline", "uv sync", "make lint", "go test ./...", "df -h"]
+_POLITE = ["", "Please ", "Can you ", "Now ", "Quick: "]
 
 
 @dataclass(frozen=True)
@@ -99,14 +103,12 @@ class Example:
     reply: str | None = None
 
 
-def _value(rng: random.Random, tool: str) -> str:
-    if tool in ("read_file",):
-        return f"{rng.choice(_DIRS)}/{rng.choice(_NAMES)}{rng.choice(_EXTS)}"
-    if tool == "list_dir":
-        return rng.choice(_DIRS) + rng.choice(["", f"/{rng.choice(_NAMES)}"])
-    if tool == "search_code":
-        return rng.choice(_WORDS) + rng.choice(["", f"_{rng.choice(_NAMES)}"])
-    return rng.choice(_COMMANDS)
+_VALUES = {"read_file": _FILES, "list_dir": _DIRS, "search_code": _WORDS, "run_command": _COMMANDS}
+
+
+def _polite(rng: random.Random, phrase: str) -> str:
+    prefix = rng.choice(_POLITE)
+    return prefix + (phrase[0].lower() + phrase[1:] if prefix else phrase)
 
 
 def examples(n: int, seed: int) -> list[Example]:
@@ -119,8 +121,8 @@ def examples(n: int, seed: int) -> list[Example]:
             out.append(Example(request, None, None, reply))
             continue
         tool = rng.choice(sorted(_PHRASES))
-        value = _value(rng, tool)
-        out.append(Example(rng.choice(_PHRASES[tool]).format(value), tool, value))
+        value = rng.choice(_VALUES[tool])
+        out.append(Example(_polite(rng, rng.choice(_PHRASES[tool]).format(value)), tool, value))
     return out
 
 
@@ -135,7 +137,11 @@ def chat_row(example: Example) -> dict:
     else:
         call = {"name": example.tool, "arguments": {_ARG[example.tool]: example.argument}}
         messages.append(
-            {"role": "assistant", "content": "", "tool_calls": [{"type": "function", "function": call}]}
+            {
+                "role": "assistant",
+                "content": "",
+                "tool_calls": [{"type": "function", "function": call}],
+            }
         )
     return {"messages": messages, "tools": TOOLS}
 
@@ -165,10 +171,14 @@ def splits(n_train: int = 400, n_valid: int = 40, n_test: int = 40, seed: int = 
 def eval_suite(n_cases: int = 40, seed: int = 0, exclude: frozenset[str] = frozenset()) -> dict:
     """The held-out tool-calling suite: a seed no split uses, and no request listed in `exclude`.
 
-    Small talk has only a few phrasings, so it is exempt from `exclude` (it would otherwise vanish).
+    Small talk has only a few phrasings, so it is exempt from `exclude` (it would otherwise vanish)
+    and kept to the one case in eight it has in training (a random model "passes" it by calling
+    nothing, so more of it would flatter the base model).
     """
     pool = examples(n_cases * 20, seed * 1000 + 999)
-    held_out = [e for e in pool if e.tool is None or e.request not in exclude][:n_cases]
+    small_talk = [e for e in pool if e.tool is None][: max(1, n_cases // 8)]
+    calls = [e for e in pool if e.tool is not None and e.request not in exclude]
+    held_out = calls[: n_cases - len(small_talk)] + small_talk
     cases = [eval_case(e, i) for i, e in enumerate(held_out)]
     return {
         "name": "sample-tools",

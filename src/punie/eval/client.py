@@ -43,7 +43,23 @@ class Reply:
     latency_s: float
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    finish_reason: str | None = None
     raw: dict = field(default_factory=dict, repr=False)
+
+    def as_dict(self) -> dict:
+        """What the response cache keeps (latency is the original request's)."""
+        return {
+            "content": self.content,
+            "tool_calls": self.tool_calls,
+            "latency_s": self.latency_s,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "finish_reason": self.finish_reason,
+        }
+
+
+class RequestFailed(PunieError):
+    """A request got no usable answer (connection lost, HTTP error, wrong model)."""
 
 
 def request_body(target: Target, messages: list[dict], tools, sampling: Sampling) -> dict:
@@ -71,16 +87,21 @@ class ChatClient:
             try:
                 r = await self._http.post("/v1/chat/completions", json=body)
             except httpx.HTTPError as e:
-                raise PunieError(f"{self.target.base_url}: request failed: {e!r}") from e
+                why = type(e).__name__ + (f": {e}" if str(e) else "")
+                raise RequestFailed(f"{self.target.base_url}: request failed ({why})") from e
             latency = time.perf_counter() - start
         if r.status_code != 200:
-            raise PunieError(f"{self.target.base_url}: HTTP {r.status_code}: {r.text[:200]}")
-        data = r.json()
+            text = " ".join(r.text.split())[:200]
+            raise RequestFailed(f"{self.target.base_url}: HTTP {r.status_code}: {text}")
+        try:
+            data = r.json()
+            message = data["choices"][0]["message"]
+        except (ValueError, KeyError, IndexError, TypeError) as e:
+            raise RequestFailed(f"{self.target.base_url}: not an OpenAI chat answer") from e
         if data.get("model") not in (None, self.target.model):
-            raise PunieError(
+            raise RequestFailed(
                 f"asked for model {self.target.model!r} but {data.get('model')!r} answered"
             )
-        message = data["choices"][0]["message"]
         usage = data.get("usage") or {}
         return Reply(
             content=message.get("content") or "",
@@ -88,6 +109,7 @@ class ChatClient:
             latency_s=latency,
             prompt_tokens=usage.get("prompt_tokens"),
             completion_tokens=usage.get("completion_tokens"),
+            finish_reason=data["choices"][0].get("finish_reason"),
             raw=data,
         )
 

@@ -1,16 +1,29 @@
-"""Run a suite against a target and score every case: Suite + Target -> EvalResult."""
+"""Run a suite against a target and score every case: Suite + Target -> EvalResult.
+
+Requests go out concurrently (bounded by `concurrency`, so a server's continuous batching is
+used); each good reply is cached the moment it arrives. When requests fail (the server died, a
+timeout), the run stops with one line that says how many answers were kept: the next run with the
+same model, adapter, suite and sampling asks only for the rest.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
-from dataclasses import asdict, dataclass
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
+from punie.errors import PunieError
+from punie.eval.cache import ResponseCache, cache_key
 from punie.eval.client import ChatClient, Reply, Sampling, Target
+from punie.eval.identity import Identity, identify
+from punie.eval.scoring import ScoredCase, mean_pass_at_k, score_case
 from punie.eval.stats import wilson
 from punie.eval.suite import Case, Suite
-from punie.eval.toolcalls import score_tool_calls
+from punie.eval.verdict import Response
 from punie.fsio import write_json
 
 
@@ -26,6 +39,10 @@ class CaseResult:
     tool_calls: list[dict] | None
     latency_s: float | None = None
     completion_tokens: int | None = None
+    prompt_tokens: int | None = None
+    cached: bool = False  # the first sample came from the response cache
+    n: int = 1  # samples asked
+    c: int = 0  # samples that passed
 
 
 @dataclass(frozen=True)
@@ -37,6 +54,12 @@ class EvalResult:
     adapter: str | None
     sampling: dict
     cases: tuple[CaseResult, ...]
+    identity: dict = field(default_factory=dict)
+    pass_at_k: dict = field(default_factory=dict)  # {"1": 0.4, "5": 0.7} when samples > 1
+    base_url: str | None = None
+    started: str | None = None
+    wall_s: float | None = None
+    metrics: str | None = None  # the adapter's training metrics.jsonl, for the loss curve
 
     @property
     def passed(self) -> int:
@@ -50,6 +73,11 @@ class EvalResult:
     def interval(self) -> tuple[float, float]:
         return wilson(self.passed, len(self.cases))
 
+    @property
+    def requests(self) -> int:
+        """Requests this run sent (the rest came from the cache)."""
+        return sum(c.n for c in self.cases if not c.cached)
+
     def by_category(self) -> dict[str, tuple[int, int]]:
         out: dict[str, tuple[int, int]] = {}
         for c in self.cases:
@@ -58,52 +86,96 @@ class EvalResult:
         return dict(sorted(out.items()))
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "score": self.score, "passed": self.passed, "total": len(self.cases)}
+        return {
+            **asdict(self),
+            "score": self.score,
+            "passed": self.passed,
+            "total": len(self.cases),
+        }
 
-    def write(self, path: Path) -> None:
+    def write(self, path: Path) -> Path:
         write_json(path, self.to_dict())
+        return Path(path)
 
     @classmethod
     def read(cls, path: Path) -> EvalResult:
-        data = json.loads(Path(path).read_text())
-        cases = tuple(CaseResult(**c) for c in data["cases"])
-        fields = {k: data[k] for k in ("suite", "kind", "label", "model", "adapter", "sampling")}
-        return cls(**fields, cases=cases)
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+            names = set(CaseResult.__dataclass_fields__)
+            cases = tuple(
+                CaseResult(**{k: v for k, v in c.items() if k in names}) for c in data["cases"]
+            )
+            names = set(cls.__dataclass_fields__) - {"cases"}
+            return cls(**{k: v for k, v in data.items() if k in names}, cases=cases)
+        except FileNotFoundError as e:
+            raise PunieError(f"{path}: no such results file") from e
+        except (ValueError, KeyError, TypeError) as e:
+            raise PunieError(f"{path}: not a punie eval results file ({e})") from e
 
 
-def score_reply(suite: Suite, case: Case, content: str, tool_calls: list[dict] | None):
-    if suite.kind != "tool_calling":
-        raise NotImplementedError(f"{suite.kind} suites are scored by punie.eval.scorers")
-    return score_tool_calls(content, tool_calls, case.expect, suite.tools)
-
-
-def case_result(suite: Suite, case: Case, reply: Reply) -> CaseResult:
-    verdict = score_reply(suite, case, reply.content, reply.tool_calls)
+def case_result(case: Case, scored: ScoredCase, first: Reply, cached: bool) -> CaseResult:
     return CaseResult(
         id=case.id,
         category=case.category,
-        passed=verdict.passed,
-        label=verdict.label,
-        reason=verdict.reason,
+        passed=scored.passed,
+        label=scored.label,
+        reason=scored.reason,
         expected=case.expect,
-        content=reply.content,
-        tool_calls=reply.tool_calls,
-        latency_s=round(reply.latency_s, 4),
-        completion_tokens=reply.completion_tokens,
+        content=first.content,
+        tool_calls=first.tool_calls,
+        latency_s=round(first.latency_s, 4),
+        completion_tokens=first.completion_tokens,
+        prompt_tokens=first.prompt_tokens,
+        cached=cached,
+        n=len(scored.verdicts),
+        c=scored.correct,
     )
 
 
-async def _run(suite: Suite, target: Target, sampling: Sampling, concurrency: int, on_case):
+def _reply(data: dict) -> Reply:
+    return Reply(**{k: data.get(k) for k in Reply.__dataclass_fields__ if k != "raw"})
+
+
+async def _run(
+    suite: Suite,
+    target: Target,
+    sampling: Sampling,
+    concurrency: int,
+    cache: ResponseCache,
+    identity: Identity,
+    on_case,
+) -> tuple[list[CaseResult], list[BaseException]]:
     async with ChatClient(target, concurrency=concurrency) as client:
 
+        async def sample(messages: list[dict], s: int) -> tuple[Reply, bool]:
+            key = cache_key(identity, messages, suite.tools, sampling.as_dict(), s)
+            hit = cache.get(key)
+            if hit is not None:
+                return _reply(hit), True
+            reply = await client.chat(messages, suite.tools, sampling)
+            cache.put(key, reply.as_dict())
+            return reply, False
+
         async def one(case: Case) -> CaseResult:
-            reply = await client.chat(suite.messages_for(case), suite.tools, sampling)
-            result = case_result(suite, case, reply)
+            messages = suite.messages_for(case)
+            got = await asyncio.gather(*(sample(messages, s) for s in range(suite.samples)))
+            responses = [
+                Response(case.id, r.content, r.tool_calls, r.finish_reason, s)
+                for s, (r, _) in enumerate(got)
+            ]
+            if suite.kind == "code":  # a sandboxed subprocess: off the loop, requests keep flowing
+                scored = await asyncio.to_thread(score_case, suite, case, responses)
+            else:
+                scored = score_case(suite, case, responses)
+            result = case_result(case, scored, got[0][0], got[0][1])
             if on_case:
                 on_case(result)
             return result
 
-        return await asyncio.gather(*(one(c) for c in suite.cases))
+        outcomes = await asyncio.gather(*(one(c) for c in suite.cases), return_exceptions=True)
+    done = [o for o in outcomes if isinstance(o, CaseResult)]
+    failed = [o for o in outcomes if not isinstance(o, CaseResult)]
+    return done, failed
 
 
 def run_suite(
@@ -111,12 +183,40 @@ def run_suite(
     target: Target,
     *,
     label: str,
-    sampling: Sampling = Sampling(),
+    sampling: Sampling | None = None,
     concurrency: int = 4,
-    on_case=None,
+    on_case: Callable[[CaseResult], None] | None = None,
+    cache: ResponseCache | None = None,
+    metrics: Path | None = None,
+    server_status: Callable[[], str | None] | None = None,
 ) -> EvalResult:
-    """Ask `target` every case of `suite` (at most `concurrency` at once) and score the answers."""
-    results = asyncio.run(_run(suite, target, sampling, concurrency, on_case))
+    """Ask `target` every case of `suite` (at most `concurrency` at once) and score the answers.
+
+    `server_status` (e.g. `Server.status`) explains a failure: "mlx_lm.server exited with -9".
+    """
+    cache = cache if cache is not None else ResponseCache(None)
+    sampling = sampling or Sampling()
+    identity = identify(target.model, target.adapter)
+    started = datetime.now(UTC).isoformat(timespec="seconds")
+    t0 = time.perf_counter()
+    done, failed = asyncio.run(_run(suite, target, sampling, concurrency, cache, identity, on_case))
+    if failed:
+        first = failed[0]
+        if not isinstance(first, PunieError):
+            raise first
+        why = (server_status() if server_status else None) or str(first)
+        kept = f"{len(done)} answered cases kept in the cache" if cache.folder else "no cache"
+        resume = "; run again to resume" if cache.folder else ""
+        raise PunieError(
+            f"{suite.name}: {len(failed)} of {len(suite.cases)} cases got no answer ({why}); "
+            f"{kept}{resume}"
+        )
+    order = {c.id: i for i, c in enumerate(suite.cases)}
+    done.sort(key=lambda r: order[r.id])
+    pass_k = {}
+    if suite.samples > 1:
+        counts = [(r.n, r.c) for r in done]
+        pass_k = {str(k): round(mean_pass_at_k(counts, k), 6) for k in suite.k}
     return EvalResult(
         suite=suite.name,
         kind=suite.kind,
@@ -124,5 +224,11 @@ def run_suite(
         model=target.model,
         adapter=target.adapter,
         sampling=sampling.as_dict(),
-        cases=tuple(results),
+        cases=tuple(done),
+        identity=identity.as_dict(),
+        pass_at_k=pass_k,
+        base_url=target.base_url,
+        started=started,
+        wall_s=round(time.perf_counter() - t0, 3),
+        metrics=str(metrics) if metrics else None,
     )

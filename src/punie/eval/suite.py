@@ -1,7 +1,13 @@
-"""Eval suites: YAML files of cases, loaded into plain data (schema in docs/eval-suites.md)."""
+"""Eval suites: YAML files of cases, loaded into plain data (schema in docs/eval-suites.md).
+
+A suite is checked completely when it loads, so a typo fails in a second with its place
+(`suite.yaml:14: cases[2].expect.calls[0].name: 'raed_file' is not one of the suite's tools`)
+instead of scoring every case as a failure after an hour of generation.
+"""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -10,8 +16,11 @@ from typing import Any
 import yaml
 
 from punie.errors import PunieError
+from punie.eval.reasoning import DEFAULT_PATTERN, SCORERS
+from punie.eval.sandbox import Limits
 
 KINDS = ("tool_calling", "reasoning", "code")
+ROLES = ("system", "user", "assistant", "tool")
 
 
 @dataclass(frozen=True)
@@ -29,6 +38,12 @@ class Suite:
     cases: tuple[Case, ...]
     system: str | None = None
     tools: tuple[dict, ...] = ()
+    samples: int = 1  # responses asked per case; pass@k needs samples >= k
+    k: tuple[int, ...] = (1,)
+    scorer: str = "normalized"  # reasoning: how answers compare
+    answer_pattern: str = DEFAULT_PATTERN  # reasoning: where the final answer is
+    tolerance: float = 1e-6  # reasoning, numeric scorer
+    limits: Limits = Limits()  # code: the sandbox's limits
     extra: dict[str, Any] = field(default_factory=dict)
     path: str | None = None
 
@@ -44,57 +59,163 @@ class Suite:
         if not p.exists() and str(path) in builtin_suites():
             p = builtin_suites()[str(path)]
         if not p.is_file():
-            raise PunieError(f"{path}: no such suite file or built-in suite")
+            names = ", ".join(sorted(builtin_suites()))
+            raise PunieError(f"{path}: no such suite file or built-in suite ({names})")
+        text = p.read_text(encoding="utf-8")
         try:
-            data = yaml.safe_load(p.read_text(encoding="utf-8"))
+            data = yaml.safe_load(text)
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None)
             line = f":{mark.line + 1}" if mark else ""
             raise PunieError(f"{p}{line}: not valid YAML ({getattr(e, 'problem', e)})") from e
-        return cls.from_dict(data, source=str(p))
+        return cls.from_dict(data, source=str(p), lines=_case_lines(text))
 
     @classmethod
-    def from_dict(cls, data: Any, source: str = "<suite>") -> Suite:
+    def from_dict(cls, data: Any, source: str = "<suite>", lines: dict | None = None) -> Suite:
+        lines = lines or {}
+
+        def bad(where: str, msg: str, case: int | None = None) -> PunieError:
+            line = f":{lines[case]}" if case in lines else ""
+            return PunieError(f"{source}{line}: {where}: {msg}")
+
         if not isinstance(data, dict):
             raise PunieError(f"{source}: a suite is a mapping with name, kind and cases")
         for key in ("name", "kind", "cases"):
             if key not in data:
-                raise PunieError(f"{source}: {key}: missing")
-        if data["kind"] not in KINDS:
-            raise PunieError(f"{source}: kind: {data['kind']!r} is not one of {', '.join(KINDS)}")
+                raise bad(key, "missing")
+        kind = data["kind"]
+        if kind not in KINDS:
+            raise bad("kind", f"{kind!r} is not one of {', '.join(KINDS)}")
         if not isinstance(data["cases"], list) or not data["cases"]:
-            raise PunieError(f"{source}: cases: must be a non-empty list")
+            raise bad("cases", "must be a non-empty list")
+        tools = data.get("tools") or []
+        tool_names = _check_tools(tools, bad)
+        scorer = data.get("scorer", "normalized")
+        if scorer not in SCORERS:
+            raise bad("scorer", f"{scorer!r} is not one of {', '.join(SCORERS)}")
+        pattern = data.get("answer_pattern", DEFAULT_PATTERN)
+        try:
+            re.compile(pattern)
+        except re.error as e:
+            raise bad("answer_pattern", f"not a valid regex ({e})") from e
+        samples = data.get("samples", 1)
+        k = data.get("k", [1])
+        k = [k] if isinstance(k, int) else k
+        if not isinstance(samples, int) or samples < 1:
+            raise bad("samples", f"{samples!r} is not a positive integer")
+        if not all(isinstance(x, int) and 1 <= x <= samples for x in k):
+            raise bad("k", f"{k!r}: each k must be an integer from 1 to samples ({samples})")
+        limits = data.get("limits") or {}
+        unknown = set(limits) - set(Limits.__dataclass_fields__)
+        if unknown:
+            allowed = ", ".join(Limits.__dataclass_fields__)
+            raise bad(f"limits.{sorted(unknown)[0]}", f"unknown (allowed: {allowed})")
+
         cases, seen = [], set()
         for i, c in enumerate(data["cases"]):
-            where = f"{source}: cases[{i}]"
+            where = f"cases[{i}]"
             if not isinstance(c, dict) or "id" not in c:
-                raise PunieError(f"{where}: id: missing")
-            if c["id"] in seen:
-                raise PunieError(f"{where}: id: {c['id']!r} is used twice")
-            seen.add(c["id"])
-            messages = c.get("messages") or ([{"role": "user", "content": c["prompt"]}] if "prompt" in c else None)
-            if not messages:
-                raise PunieError(f"{where}: messages: missing (or give a prompt)")
-            if not isinstance(c.get("expect"), dict):
-                raise PunieError(f"{where}: expect: missing or not a mapping")
+                raise bad(f"{where}.id", "missing", i)
+            if str(c["id"]) in seen:
+                raise bad(f"{where}.id", f"{c['id']!r} is used twice", i)
+            seen.add(str(c["id"]))
+            messages = c.get("messages")
+            if messages is None and "prompt" in c:
+                messages = [{"role": "user", "content": c["prompt"]}]
+            if not isinstance(messages, list) or not messages:
+                raise bad(f"{where}.messages", "missing (or give a prompt)", i)
+            for j, m in enumerate(messages):
+                if not isinstance(m, dict) or m.get("role") not in ROLES:
+                    role = m.get("role") if isinstance(m, dict) else m
+                    raise bad(
+                        f"{where}.messages[{j}].role",
+                        f"{role!r} is not one of {', '.join(ROLES)}",
+                        i,
+                    )
+            expect = c.get("expect")
+            if not isinstance(expect, dict):
+                raise bad(f"{where}.expect", "missing or not a mapping", i)
+            _check_expect(
+                kind, expect, tool_names, lambda f, m, i=i, w=where: bad(f"{w}.{f}", m, i)
+            )
             cases.append(
                 Case(
                     id=str(c["id"]),
                     messages=tuple(messages),
-                    expect=c["expect"],
+                    expect=expect,
                     category=str(c.get("category", "default")),
                 )
             )
-        known = {"name", "kind", "cases", "system", "tools"}
+        known = {"name", "kind", "cases", "system", "tools", "samples", "k", "scorer"}
+        known |= {"answer_pattern", "tolerance", "limits"}
         return cls(
             name=str(data["name"]),
-            kind=data["kind"],
+            kind=kind,
             cases=tuple(cases),
             system=data.get("system"),
-            tools=tuple(data.get("tools") or ()),
+            tools=tuple(tools),
+            samples=samples,
+            k=tuple(k),
+            scorer=scorer,
+            answer_pattern=pattern,
+            tolerance=float(data.get("tolerance", 1e-6)),
+            limits=Limits(**limits),
             extra={k: v for k, v in data.items() if k not in known},
             path=source,
         )
+
+
+def _check_tools(tools: Any, bad) -> set[str]:
+    if not isinstance(tools, list):
+        raise bad("tools", "must be a list of OpenAI function tools")
+    names = set()
+    for i, t in enumerate(tools):
+        fn = t.get("function") if isinstance(t, dict) else None
+        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+            raise bad(f"tools[{i}].function.name", "missing")
+        params = fn.get("parameters", {"type": "object"})
+        if not isinstance(params, dict) or params.get("type", "object") != "object":
+            raise bad(f"tools[{i}].function.parameters", "must be a JSON schema of type object")
+        for r in params.get("required", []):
+            if r not in params.get("properties", {}):
+                raise bad(f"tools[{i}].function.parameters.required", f"{r!r} has no property")
+        names.add(fn["name"])
+    return names
+
+
+def _check_expect(kind: str, expect: dict, tool_names: set[str], bad) -> None:
+    if kind == "tool_calling":
+        calls = expect.get("calls")
+        if not isinstance(calls, list):
+            raise bad("expect.calls", "missing: a list of calls ([] means: call no tool)")
+        for j, call in enumerate(calls):
+            if not isinstance(call, dict) or "name" not in call:
+                raise bad(f"expect.calls[{j}].name", "missing")
+            if call["name"] not in tool_names:
+                raise bad(f"expect.calls[{j}].name", f"{call['name']!r} is not one of the tools")
+            if not isinstance(call.get("arguments", {}), dict):
+                raise bad(f"expect.calls[{j}].arguments", "must map names to accepted values")
+        if expect.get("order", "any") not in ("any", "strict"):
+            raise bad("expect.order", f"{expect['order']!r} is not one of any, strict")
+    elif kind == "reasoning":
+        if "answer" not in expect:
+            raise bad("expect.answer", "missing")
+    elif kind == "code" and not isinstance(expect.get("tests"), str):
+        raise bad("expect.tests", "missing: Python code (asserts) run after the answer")
+
+
+def _case_lines(text: str) -> dict[int, int]:
+    """1-based line of each case in the YAML, for error messages; empty when it cannot tell."""
+    try:
+        root = yaml.compose(text)
+    except yaml.YAMLError:
+        return {}
+    if not isinstance(root, yaml.MappingNode):
+        return {}
+    for key, value in root.value:
+        if key.value == "cases" and isinstance(value, yaml.SequenceNode):
+            return {i: node.start_mark.line + 1 for i, node in enumerate(value.value)}
+    return {}
 
 
 def builtin_suites() -> dict[str, Path]:

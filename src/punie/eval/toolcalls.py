@@ -17,6 +17,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from punie.eval.verdict import Verdict
+
 LABELS = (
     "missing_required",
     "unexpected_param",
@@ -36,13 +38,6 @@ _BLOCK = re.compile(r"<tool_call>(.*?)(?:</tool_call>|$)", re.S)
 class Call:
     name: str
     arguments: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class Verdict:
-    passed: bool
-    label: str | None = None  # one of LABELS when not passed
-    reason: str = ""
 
 
 class Malformed(ValueError):
@@ -73,7 +68,9 @@ def _call_from_openai(tc: dict) -> Call:
 def _call_from_dict(data: Any) -> Call:
     if not isinstance(data, dict) or not isinstance(data.get("name"), str):
         raise Malformed(f"tool call has no string name: {json.dumps(data)[:80]}")
-    args = data.get("arguments", {})
+    args = data.get("arguments")
+    if args is None:
+        args = {}
     if isinstance(args, str):
         try:
             args = json.loads(args) if args.strip() else {}
@@ -103,12 +100,24 @@ _JSON_TYPES = {
 }
 
 
-def _type_ok(value: Any, schema: dict) -> bool:
+def _type_error(value: Any, schema: dict, where: str) -> str | None:
+    """Why `value` is not of the schema's JSON type (arrays and objects checked inside), or None."""
     types = schema.get("type")
-    if types is None:
-        return True
-    types = types if isinstance(types, list) else [types]
-    return any(_JSON_TYPES.get(t, lambda v: True)(value) for t in types)
+    if types is not None:
+        types = types if isinstance(types, list) else [types]
+        if not any(_JSON_TYPES.get(t, lambda v: True)(value) for t in types):
+            return f"{where}: {json.dumps(value)} is not {'/'.join(types)}"
+    if isinstance(value, list) and isinstance(schema.get("items"), dict):
+        for i, item in enumerate(value):
+            if why := _type_error(item, schema["items"], f"{where}[{i}]"):
+                return why
+    if isinstance(value, dict) and isinstance(schema.get("properties"), dict):
+        for key, item in value.items():
+            if key in schema["properties"] and (
+                why := _type_error(item, schema["properties"][key], f"{where}.{key}")
+            ):
+                return why
+    return None
 
 
 def _values_equal(got: Any, want: Any) -> bool:
@@ -135,12 +144,10 @@ def check_call(call: Call, schemas: dict[str, dict]) -> Verdict:
     for name, value in call.arguments.items():
         if name not in props:
             return Verdict(False, "unexpected_param", f"{call.name}: no parameter {name!r}")
-        if not _type_ok(value, props[name]):
-            want = props[name].get("type")
-            return Verdict(
-                False, "type_error", f"{call.name}.{name}: {json.dumps(value)} is not {want}"
-            )
-        if "enum" in props[name] and value not in props[name]["enum"]:
+        if why := _type_error(value, props[name], f"{call.name}.{name}"):
+            return Verdict(False, "type_error", why)
+        enum = props[name].get("enum")
+        if enum is not None and not any(_values_equal(value, e) for e in enum):
             return Verdict(
                 False, "value_error", f"{call.name}.{name}: {json.dumps(value)} not in enum"
             )
@@ -171,12 +178,16 @@ def score_tool_calls(
     tool_calls: list[dict] | None,
     expect: dict,
     tools: tuple[dict, ...] | list[dict],
+    finish_reason: str | None = None,
 ) -> Verdict:
     """Score one response against a case's `expect` block."""
     try:
         calls = parse_calls(content, tool_calls)
     except Malformed as e:
         return Verdict(False, "malformed", str(e))
+    if not calls and finish_reason == "tool_calls":
+        # mlx_lm.server drops a <tool_call> block it cannot parse but still reports the call.
+        return Verdict(False, "malformed", "the server saw a tool call it could not parse")
     expected = expect.get("calls") or []
     if not expected:
         if calls:

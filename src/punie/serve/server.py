@@ -3,6 +3,8 @@
     with Server("path/to/model", log=run_dir / "server.log") as server:
         client = ChatClient(server.base_url)
 
+The server's output (its log) goes to `log`, normally the run folder's `server.log`.
+
 One server answers for the base model and any adapter: each request names `model` (the folder) and
 `adapters` explicitly, and mlx_lm.server loads that pair. Nothing is inferred from `/v1/models`,
 which lists cached hub models before the one we started.
@@ -96,6 +98,21 @@ class Server:
             self.stop()
             raise
         return self
+
+    def status(self) -> str | None:
+        """None while the server runs; otherwise one line saying how it ended."""
+        if self._proc is None:
+            return "mlx_lm.server is not running"
+        code = self._proc.poll()
+        if code is None:
+            return None
+        how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
+        where = f"; see {self.log}" if self.log else ""
+        return f"mlx_lm.server (pid {self._proc.pid}) {how}{where}"
+
+    def wait(self) -> int:
+        """Block until the server exits (for `punie serve`); returns its exit code."""
+        return self._proc.wait() if self._proc else 0
 
     def _wait_healthy(self) -> None:
         deadline = time.monotonic() + self.startup_timeout

@@ -2,62 +2,267 @@
 
 Defaults follow `mlx_lm lora` where it has one. `scale` is MLX's LoRA multiplier; a PEFT backend
 derives alpha = scale * rank so both backends apply the same update.
+
+A config is read from a flat TOML (or YAML) file, then `key=value` overrides from the command
+line are applied, then the whole is validated: an unknown key, a wrong type or a value out of
+range is a one-line error naming the source and the key, before anything starts.
 """
 
 from __future__ import annotations
 
+import difflib
+import json
+import tomllib
+import types
+import typing
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 from punie.errors import PunieError
 
 FINE_TUNE_TYPES = ("lora", "dora", "full")
+OPTIMIZERS = ("adam", "adamw", "sgd", "adafactor", "muon")
+LR_SCHEDULES = ("constant", "cosine")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     model: str
     data: str
-    adapter_path: str = "adapters/run"
+    adapter_path: str = "adapters/run"  # the run folder
+    backend: str = "mlx"
+    method: str = "sft"
     fine_tune_type: str = "lora"
     rank: int = 8
     scale: float = 20.0
     dropout: float = 0.0
     num_layers: int = 16
+    target_modules: tuple[str, ...] | None = None
+    optimizer: str = "adam"
+    weight_decay: float | None = None  # None: the optimizer's own default
     learning_rate: float = 1e-5
+    lr_schedule: str = "constant"
+    warmup_steps: int = 0
     batch_size: int = 4
+    grad_accumulation_steps: int = 1
     iters: int = 1000
+    epochs: float | None = None
     max_seq_length: int = 2048
     mask_prompt: bool = False
     grad_checkpoint: bool = False
-    grad_accumulation_steps: int = 1
     seed: int = 0
     steps_per_report: int = 10
     steps_per_eval: int = 200
     val_batches: int = 25
     save_every: int = 100
-    resume_adapter_file: str | None = None
+    patience: int | None = None
+    from_adapter: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.fine_tune_type not in FINE_TUNE_TYPES:
-            raise PunieError(
-                f"fine_tune_type: {self.fine_tune_type!r} is not one of {', '.join(FINE_TUNE_TYPES)}"
-            )
-        for name in ("rank", "batch_size", "iters", "grad_accumulation_steps", "max_seq_length"):
-            if getattr(self, name) < 1:
-                raise PunieError(f"{name}: must be at least 1, got {getattr(self, name)}")
-        if self.learning_rate <= 0:
-            raise PunieError(f"learning_rate: must be positive, got {self.learning_rate}")
-        if not 0 <= self.dropout < 1:
-            raise PunieError(f"dropout: must be in [0, 1), got {self.dropout}")
+        if isinstance(self.target_modules, list):
+            object.__setattr__(self, "target_modules", tuple(self.target_modules))
+        for name, kind in _kinds().items():
+            _check_type(name, getattr(self, name), kind)
+        _check_values(self)
 
     def with_(self, **changes: Any) -> TrainConfig:
         return replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        if data["target_modules"] is not None:
+            data["target_modules"] = list(data["target_modules"])
+        return data
 
     @classmethod
     def keys(cls) -> tuple[str, ...]:
         return tuple(f.name for f in fields(cls))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "config") -> TrainConfig:
+        """Build from plain data; unknown keys and missing required keys name `source`."""
+        known = set(cls.keys())
+        for key in data:
+            if key not in known:
+                close = difflib.get_close_matches(key, sorted(known), n=1)
+                hint = f" (did you mean {close[0]}?)" if close else ""
+                raise PunieError(f"{source}: {key}: unknown key{hint}")
+        for key in ("model", "data"):
+            if data.get(key) in (None, ""):
+                raise PunieError(f"{source}: {key}: required (set it in the file or with --{key})")
+        try:
+            return cls(**data)
+        except PunieError as e:
+            raise PunieError(f"{source}: {e}") from None
+
+    @classmethod
+    def load(cls, path: Path | str) -> TrainConfig:
+        return cls.from_dict(read_config_file(path), source=str(path))
+
+
+def _kinds() -> dict[str, Any]:
+    return {k: v for k, v in typing.get_type_hints(TrainConfig).items() if k != "extra"}
+
+
+def _type_name(kind: Any) -> str:
+    names = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+    if typing.get_origin(kind) is tuple:
+        return "a list of strings"
+    return names.get(kind, str(kind))
+
+
+def _check_type(name: str, value: Any, kind: Any) -> None:
+    options = typing.get_args(kind) if isinstance(kind, types.UnionType) else (kind,)
+    if value is None and type(None) in options:
+        return
+    for option in options:
+        if option is bool and isinstance(value, bool):
+            return
+        if option is int and isinstance(value, int) and not isinstance(value, bool):
+            return
+        if option is float and isinstance(value, int | float) and not isinstance(value, bool):
+            return
+        if option is str and isinstance(value, str):
+            return
+        is_tuple = typing.get_origin(option) is tuple and isinstance(value, tuple)
+        if is_tuple and all(isinstance(v, str) for v in value):
+            return
+    expected = " or ".join(_type_name(o) for o in options if o is not type(None))
+    raise PunieError(f"{name}: expected {expected}, got {value!r}")
+
+
+def _one_of(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise PunieError(f"{name}: {value!r} is not one of {', '.join(allowed)}")
+
+
+def _check_values(c: TrainConfig) -> None:
+    _one_of("fine_tune_type", c.fine_tune_type, FINE_TUNE_TYPES)
+    if not c.method:
+        raise PunieError("method: must name a training method, e.g. sft")
+    _one_of("optimizer", c.optimizer, OPTIMIZERS)
+    _one_of("lr_schedule", c.lr_schedule, LR_SCHEDULES)
+    for name in (
+        "rank",
+        "batch_size",
+        "iters",
+        "grad_accumulation_steps",
+        "max_seq_length",
+        "steps_per_report",
+        "steps_per_eval",
+        "save_every",
+    ):
+        if getattr(c, name) < 1:
+            raise PunieError(f"{name}: must be at least 1, got {getattr(c, name)}")
+    if c.learning_rate <= 0:
+        raise PunieError(f"learning_rate: must be positive, got {c.learning_rate}")
+    if not 0 <= c.dropout < 1:
+        raise PunieError(f"dropout: must be in [0, 1), got {c.dropout}")
+    if c.scale <= 0:
+        raise PunieError(f"scale: must be positive, got {c.scale}")
+    if c.weight_decay is not None and c.weight_decay < 0:
+        raise PunieError(f"weight_decay: must be at least 0, got {c.weight_decay}")
+    if c.num_layers == 0 or c.num_layers < -1:
+        raise PunieError(f"num_layers: must be -1 (all) or at least 1, got {c.num_layers}")
+    if c.val_batches == 0 or c.val_batches < -1:
+        raise PunieError(f"val_batches: must be -1 (all) or at least 1, got {c.val_batches}")
+    if c.epochs is not None and c.epochs <= 0:
+        raise PunieError(f"epochs: must be positive, got {c.epochs}")
+    if c.patience is not None and c.patience < 1:
+        raise PunieError(f"patience: must be at least 1 evaluation, got {c.patience}")
+    if not 0 <= c.warmup_steps < c.iters:
+        raise PunieError(f"warmup_steps: must be in [0, iters={c.iters}), got {c.warmup_steps}")
+    if c.target_modules is not None and not c.target_modules:
+        raise PunieError("target_modules: must name at least one module, or be left out")
+    if c.fine_tune_type == "full" and c.target_modules:
+        raise PunieError("target_modules: only applies to lora and dora, not full fine-tuning")
+
+
+def read_config_file(path: Path | str) -> dict[str, Any]:
+    """A flat table of keys from a .toml, .yaml/.yml or .json file."""
+    path = Path(path)
+    if not path.is_file():
+        raise PunieError(f"{path}: no such config file")
+    text = path.read_text(encoding="utf-8")
+    try:
+        if path.suffix == ".toml":
+            data = tomllib.loads(text)
+        elif path.suffix in (".yaml", ".yml"):
+            data = yaml.safe_load(text) or {}
+        elif path.suffix == ".json":
+            data = json.loads(text)
+        else:
+            raise PunieError(f"{path}: config files are .toml, .yaml, .yml or .json")
+    except (tomllib.TOMLDecodeError, yaml.YAMLError, json.JSONDecodeError) as e:
+        reason = " ".join(str(e).split())
+        raise PunieError(f"{path}: not valid {path.suffix[1:].upper()}: {reason}") from None
+    if not isinstance(data, dict):
+        raise PunieError(f"{path}: expected a table of keys at the top level")
+    return data
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """`key=value` from the command line; the value is read as TOML (`3`, `1e-4`, `true`, `[..]`)
+    and falls back to a plain string, so `model=path/to/model` needs no quotes."""
+    key, sep, raw = item.partition("=")
+    key = key.strip().replace("-", "_")
+    if not sep or not key:
+        raise PunieError(f"--set {item}: expected key=value")
+    if raw.strip().lower() in ("none", "null"):
+        return key, None
+    try:
+        return key, tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return key, raw
+
+
+def resolve_config(
+    path: Path | str | None = None,
+    overrides: dict[str, Any] | None = None,
+    sets: list[str] | None = None,
+    default_adapter_path: Callable[[dict[str, Any]], str] | None = None,
+) -> TrainConfig:
+    """File, then `--set key=value` items, then explicit CLI flags (None means not given).
+    `default_adapter_path(data)` names the run folder when none of them did."""
+    data: dict[str, Any] = read_config_file(path) if path else {}
+    for item in sets or []:
+        key, value = parse_override(item)
+        data[key] = value
+    data.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    if default_adapter_path and not data.get("adapter_path"):
+        data["adapter_path"] = default_adapter_path(data)
+    return TrainConfig.from_dict(data, source=str(path) if path else "config")
+
+
+def to_toml(config: TrainConfig) -> str:
+    """The resolved config as a TOML file that `punie train --config` reads back."""
+    lines = []
+    for key, value in config.to_dict().items():
+        if value is None:
+            lines.append(f"# {key} =  (not set)")
+        elif key == "extra":
+            if value:
+                lines.append(f"extra = {_toml_value(value)}")
+        else:
+            lines.append(f"{key} = {_toml_value(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        inner = ", ".join(f"{json.dumps(k)} = {_toml_value(v)}" for k, v in value.items())
+        return "{ " + inner + " }"
+    raise PunieError(f"cannot write {value!r} as TOML")

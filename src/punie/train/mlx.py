@@ -1,45 +1,81 @@
-"""Training on MLX: TrainConfig -> a `python -m mlx_lm lora` run in a child process.
+"""Training on MLX: the worker child process, seen from the parent.
 
-`lora_command` is pure (config in, argv out); `run_training` is the edge that runs it, writes its
-log to the run folder, and reports progress lines to a callback.
+`run_worker` starts `python -m punie.train.worker RUN_DIR` through `punie.proc` (own process
+group, OpenBLAS preloaded, stopped with SIGTERM then SIGKILL however the block exits), reads its
+JSON-line events and hands metrics records and per-iteration ticks to a callback.
+
+`lora_command` is the equivalent bare `python -m mlx_lm lora` invocation, kept pure (config in,
+argv out) for the benchmark that compares the two.
 """
 
 from __future__ import annotations
 
-import re
-import time
-from collections.abc import Callable
-from dataclasses import dataclass
+import json
+import subprocess
 from pathlib import Path
 
-import yaml
-
+from punie.backends.base import MetricsCallback
 from punie.errors import PunieError
-from punie.fsio import atomic_file
 from punie.proc import child_process, python_module
 from punie.train.config import TrainConfig
 
-# mlx_lm prints "   20    5.808 ▼    180    2.2k" per report; only the iteration is read from it,
-# for progress. Numbers are taken from structured callbacks by the worker, never from this table.
-_ITER_LINE = re.compile(r"^\s*(\d+)\s")
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+# Enough for the worker to finish the step it is in and write its checkpoint.
+STOP_GRACE_S = 30.0
 
 
-@dataclass(frozen=True)
-class TrainOutcome:
-    adapter_path: Path
-    wall_s: float
-    log: Path
+def worker_command(run_dir: Path) -> list[str]:
+    return python_module("punie.train.worker", str(run_dir))
+
+
+def run_worker(run_dir: Path, on_metrics: MetricsCallback | None = None) -> dict:
+    """Run the worker to its end; return its last event. Raises PunieError if it failed."""
+    from punie.train.launch import TrainingInterrupted
+
+    run_dir = Path(run_dir)
+    log = run_dir / "train.log"
+    last: dict = {}
+    error = None
+    with child_process(worker_command(run_dir), stdout=subprocess.PIPE, grace=STOP_GRACE_S) as proc:
+        with open(log, "a", encoding="utf-8") as sink:
+            for raw in proc.stdout:
+                line = raw.decode("utf-8", "replace")
+                try:
+                    event = json.loads(line)
+                except json.JSONDecodeError:
+                    sink.write(line)  # output from before the worker took over its stdout
+                    continue
+                kind = event.get("event")
+                if kind == "metrics" and on_metrics:
+                    on_metrics(event["record"])
+                elif kind == "step" and on_metrics:
+                    on_metrics({"iteration": event["iteration"]})
+                elif kind == "error":
+                    error = event["message"]
+                last = event
+        code = proc.wait()
+    if code == 130 and last.get("event") == "interrupted":
+        raise TrainingInterrupted(
+            f"training stopped at iteration {last['iteration']}; checkpoint kept in "
+            f"{run_dir / 'checkpoint'} (resume with `punie train --resume {run_dir}`)"
+        )
+    if code != 0:
+        if error:
+            raise PunieError(error)
+        tail = " | ".join(log.read_text(errors="replace").strip().splitlines()[-3:])
+        raise PunieError(f"trainer exited with code {code}: {tail} (log: {log})")
+    return last
 
 
 def lora_yaml(config: TrainConfig) -> dict:
     """The options mlx_lm reads only from its YAML config file."""
-    return {
-        "lora_parameters": {"rank": config.rank, "scale": config.scale, "dropout": config.dropout}
-    }
+    lora = {"rank": config.rank, "scale": config.scale, "dropout": config.dropout}
+    if config.target_modules:
+        lora["keys"] = list(config.target_modules)
+    return {"lora_parameters": lora}
 
 
 def lora_command(config: TrainConfig, yaml_path: Path) -> list[str]:
+    """`python -m mlx_lm lora` with the same settings (constant learning rate only)."""
     cmd = python_module(
         "mlx_lm",
         "lora",
@@ -48,6 +84,7 @@ def lora_command(config: TrainConfig, yaml_path: Path) -> list[str]:
         "--data", config.data,
         "--adapter-path", config.adapter_path,
         "--fine-tune-type", config.fine_tune_type,
+        "--optimizer", config.optimizer,
         "--num-layers", str(config.num_layers),
         "--learning-rate", str(config.learning_rate),
         "--batch-size", str(config.batch_size),
@@ -65,34 +102,5 @@ def lora_command(config: TrainConfig, yaml_path: Path) -> list[str]:
         cmd.append("--mask-prompt")
     if config.grad_checkpoint:
         cmd.append("--grad-checkpoint")
-    if config.resume_adapter_file:
-        cmd += ["--resume-adapter-file", config.resume_adapter_file]
     return cmd
 
-
-def run_training(
-    config: TrainConfig, *, on_iteration: Callable[[int], None] | None = None
-) -> TrainOutcome:
-    """Run mlx_lm's trainer to completion; raise PunieError (with the log's tail) if it fails."""
-    out = Path(config.adapter_path)
-    out.mkdir(parents=True, exist_ok=True)
-    yaml_path = out / "lora_config.yaml"
-    with atomic_file(yaml_path) as f:
-        yaml.safe_dump(lora_yaml(config), f)
-    log = out / "train.log"
-    log.unlink(missing_ok=True)
-    start = time.monotonic()
-    with child_process(lora_command(config, yaml_path), stdout=-1, grace=5.0) as proc:
-        with open(log, "w", encoding="utf-8") as sink:
-            for raw in iter(proc.stdout.readline, b""):
-                line = _ANSI.sub("", raw.decode("utf-8", "replace"))
-                sink.write(line)
-                for piece in line.split("\r"):
-                    m = _ITER_LINE.match(piece)
-                    if m and on_iteration and "val" not in piece:
-                        on_iteration(int(m.group(1)))
-        code = proc.wait()
-    if code != 0:
-        tail = " | ".join(log.read_text(errors="replace").strip().splitlines()[-3:])
-        raise PunieError(f"mlx_lm lora exited with code {code}: {tail} (log: {log})")
-    return TrainOutcome(adapter_path=out, wall_s=time.monotonic() - start, log=log)

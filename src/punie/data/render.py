@@ -1,0 +1,116 @@
+"""Chat rows through a model's chat template, exactly as `mlx_lm lora` will render them.
+
+Training tokenizes `apply_chat_template(messages, tools=tools)` with the tokenizer mlx_lm loads;
+with `--mask-prompt` only the tokens after `apply_chat_template(messages[:-1], ...,
+add_generation_prompt=True)` count in the loss, i.e. the final message. `ChatTemplate` makes the
+same calls, so what it finds is what training would do.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from punie.data.formats import tool_calls
+from punie.errors import PunieError
+
+
+class ChatTemplate:
+    """A model's tokenizer and chat template, loaded the way mlx_lm loads them."""
+
+    def __init__(self, model: str | Path):
+        from punie.model.resolve import resolve_model
+
+        self.tokenizer = _load_tokenizer(str(resolve_model(model)))
+        self.model = str(model)
+
+    def tokens(self, messages: list[dict], tools: Any = None, **kw: Any) -> list[int]:
+        return self.tokenizer.apply_chat_template(messages, tools=tools, return_dict=False, **kw)
+
+    def text(self, messages: list[dict], tools: Any = None, **kw: Any) -> str:
+        return self.tokenizer.apply_chat_template(messages, tools=tools, tokenize=False, **kw)
+
+    def length(self, row: dict) -> int:
+        """Tokens training sees for a row of any kind (chat template for chat and completions)."""
+        if "messages" in row:
+            return len(self.tokens(row["messages"], row.get("tools")))
+        if "completion" in row and isinstance(row.get("prompt"), str):
+            msgs = [
+                {"role": "user", "content": row["prompt"]},
+                {"role": "assistant", "content": row["completion"]},
+            ]
+            return len(self.tokens(msgs, row.get("tools")))
+        text = row.get("text") or json.dumps(row, ensure_ascii=False)
+        return len(self.tokenizer.encode(text))
+
+    def problems(
+        self, row: dict, max_seq_length: int, mask_prompt: bool = True
+    ) -> list[tuple[str, str]]:
+        """What would go wrong training on a chat row: (field, reason) pairs."""
+        messages, tools = row["messages"], row.get("tools")
+        out: list[tuple[str, str]] = []
+        try:
+            n = len(self.tokens(messages, tools))
+        except Exception as e:  # jinja raises anything the template author wrote
+            return [*out, ("messages", f"the chat template fails on this row: {e}")]
+        if n > max_seq_length:
+            out.append(
+                ("messages", f"{n} tokens > --max-seq-length {max_seq_length}; it would be cut")
+            )
+        for i in sorted({i for i, _ in tool_calls(row)}):
+            out += self._check_calls(messages, tools, i)
+            if mask_prompt and i != len(messages) - 1:
+                out.append(
+                    (
+                        f"messages[{i}].tool_calls",
+                        "not the final message; with --mask-prompt only the final message is "
+                        "trained, so this call is masked out of the loss",
+                    )
+                )
+        return out
+
+    def _check_calls(self, messages: list[dict], tools: Any, i: int) -> list[tuple[str, str]]:
+        """Render up to turn i and back: the turn's text must parse into the same calls."""
+        from punie.eval.toolcalls import Malformed, parse_calls
+
+        where = f"messages[{i}].tool_calls"
+        try:
+            before = self.text(messages[:i], tools, add_generation_prompt=True)
+            upto = self.text(messages[: i + 1], tools)
+        except Exception as e:
+            return [(where, f"the chat template fails on this turn: {e}")]
+        if not upto.startswith(before):
+            return [
+                (where, "the template renders earlier turns differently once this one is added")
+            ]
+        try:
+            parsed = parse_calls(upto[len(before) :])
+        except Malformed as e:
+            return [(where, f"renders to a call that does not parse back: {e}")]
+        wanted = [_call(fn) for fn in (tc.get("function", tc) for tc in messages[i]["tool_calls"])]
+        got = [(c.name, c.arguments) for c in parsed]
+        if not got:
+            return [(where, "the chat template renders no <tool_call> for this turn")]
+        if got != wanted:
+            return [(where, f"renders as {got!r}, which is not the row's calls {wanted!r}")]
+        return []
+
+
+@cache
+def _load_tokenizer(path: str):
+    """One load per model folder and process (loading costs seconds; rows share it)."""
+    from mlx_lm.utils import load_tokenizer
+
+    try:
+        return load_tokenizer(Path(path))
+    except Exception as e:  # a broken tokenizer folder raises anything
+        raise PunieError(f"{path}: cannot load the tokenizer ({e})") from e
+
+
+def _call(fn: dict) -> tuple[str, dict]:
+    args = fn.get("arguments", {})
+    if isinstance(args, str):
+        args = json.loads(args) if args.strip() else {}
+    return fn["name"], args

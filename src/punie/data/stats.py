@@ -1,0 +1,104 @@
+"""`punie dataset stats`: what is in a dataset, counted in one streaming pass.
+
+Distributions are kept as value -> count tables (turns per row, tokens per row), so memory grows
+with the number of distinct lengths, not rows; duplicates need one 64-bit hash per row.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from punie.data.dedupe import exact_hash
+from punie.data.formats import dataset_files, records, tool_calls
+
+
+@dataclass(frozen=True)
+class Distribution:
+    counts: dict[int, int]
+
+    @property
+    def n(self) -> int:
+        return sum(self.counts.values())
+
+    def quantile(self, q: float) -> int:
+        target, seen = q * (self.n - 1), 0
+        for value in sorted(self.counts):
+            seen += self.counts[value]
+            if seen > target:
+                return value
+        return max(self.counts, default=0)
+
+    @property
+    def mean(self) -> float:
+        return sum(v * c for v, c in self.counts.items()) / self.n if self.n else 0.0
+
+    def histogram(self, bins: int = 10) -> list[tuple[int, int, int]]:
+        """(low, high, rows) for equal-width bins over the observed range."""
+        if not self.counts:
+            return []
+        lo, hi = min(self.counts), max(self.counts)
+        width = max(1, -(-(hi - lo + 1) // bins))
+        out = [[lo + i * width, lo + (i + 1) * width - 1, 0] for i in range(bins)]
+        for v, c in self.counts.items():
+            out[(v - lo) // width][2] += c
+        return [tuple(b) for b in out if b[0] <= hi]
+
+
+@dataclass(frozen=True)
+class DatasetStats:
+    rows: dict[str, dict[str, int]]  # split (or file) -> kind -> rows
+    turns: Distribution
+    tools: dict[str, int]
+    rows_with_calls: int
+    tokens: Distribution | None
+    duplicates: int
+
+    def to_dict(self) -> dict:
+        def dist(d: Distribution | None) -> dict | None:
+            if d is None or not d.n:
+                return None
+            q = {f"p{int(p * 100)}": d.quantile(p) for p in (0.5, 0.9, 0.99)}
+            return {"min": min(d.counts), "mean": round(d.mean, 2), **q, "max": max(d.counts)}
+
+        return {
+            "rows": self.rows,
+            "turns": dist(self.turns),
+            "tools": self.tools,
+            "rows_with_calls": self.rows_with_calls,
+            "tokens": dist(self.tokens),
+            "duplicates": self.duplicates,
+        }
+
+
+def dataset_stats(path: Path | str, model: str | None = None) -> DatasetStats:
+    template = None
+    if model:
+        from punie.data.render import ChatTemplate
+
+        template = ChatTemplate(model)
+    rows: dict[str, Counter] = {}
+    turns, tokens, tools = Counter(), Counter(), Counter()
+    seen: set[int] = set()
+    dupes = with_calls = 0
+    for rec in records(dataset_files(path)):
+        rows.setdefault(rec.split or Path(rec.path).name, Counter())[rec.kind] += 1
+        if rec.kind == "chat":
+            turns[len(rec.row["messages"])] += 1
+        names = [fn.get("name") for _, fn in tool_calls(rec.row)]
+        tools.update(names)
+        with_calls += bool(names)
+        if template is not None:
+            tokens[template.length(rec.row)] += 1
+        h = exact_hash(rec.row)
+        dupes += h in seen
+        seen.add(h)
+    return DatasetStats(
+        rows={k: dict(v) for k, v in rows.items()},
+        turns=Distribution(dict(turns)),
+        tools=dict(tools.most_common()),
+        rows_with_calls=with_calls,
+        tokens=Distribution(dict(tokens)) if template is not None else None,
+        duplicates=dupes,
+    )

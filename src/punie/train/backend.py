@@ -1,0 +1,113 @@
+"""The MLX backend: registered as entry point `mlx` in the `punie.backends` group.
+
+It trains through `punie.train.worker` (mlx_lm's trainer in a child process) and fuses through
+`python -m mlx_lm fuse`. `check` reads only small files (config.json, adapter_config.json), so a
+bad request fails in milliseconds, before any model is loaded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+from punie.backends.base import Capabilities, MetricsCallback
+from punie.errors import PunieError
+
+
+def model_config(model: str) -> dict[str, Any] | None:
+    """A local model folder's config.json; None for a hub id (checked when it is loaded)."""
+    path = Path(model).expanduser()
+    if not path.exists():
+        return None
+    try:
+        return json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise PunieError(f"model: {path}: not a model folder (no config.json)") from None
+
+
+def is_quantized(model_cfg: dict[str, Any] | None) -> bool:
+    return bool(
+        model_cfg and (model_cfg.get("quantization") or model_cfg.get("quantization_config"))
+    )
+
+
+class MLXBackend:
+    name = "mlx"
+
+    def capabilities(self) -> Capabilities:
+        return Capabilities(
+            fine_tune_types=("lora", "dora", "full"),
+            methods=("sft",),
+            quantized_base=True,
+            notes="mlx_lm's trainer; a quantized base model (mlx_lm convert -q) means QLoRA",
+        )
+
+    def versions(self) -> dict[str, str]:
+        found = {}
+        for package in ("mlx", "mlx-lm"):
+            with contextlib.suppress(PackageNotFoundError):
+                found[package] = version(package)
+        return found
+
+    def check(self, config: Any) -> None:
+        cfg = model_config(config.model)
+        if cfg is not None:
+            layers = cfg.get("num_hidden_layers")
+            if layers and config.num_layers > layers:
+                raise PunieError(
+                    f"num_layers: {config.num_layers} is more than the model's {layers} layers "
+                    "(use -1 for all)"
+                )
+            if config.fine_tune_type == "full" and is_quantized(cfg):
+                raise PunieError(
+                    "fine_tune_type: full fine-tuning needs an unquantized model; "
+                    f"{config.model} is quantized (use lora or dora: QLoRA)"
+                )
+        if config.lr_schedule not in ("constant", "cosine"):
+            raise PunieError(f"lr_schedule: {config.lr_schedule!r} is not one of constant, cosine")
+        if config.from_adapter:
+            check_adapter_fits(config)
+
+    def train(self, config: Any, run_dir: Path, on_metrics: MetricsCallback | None = None) -> Path:
+        from punie.train.mlx import run_worker
+
+        run_worker(Path(run_dir), on_metrics)
+        return Path(run_dir)
+
+    def fuse(self, run_dir: Path, out: Path, **options: Any) -> Path:
+        from punie.train.fuse import fuse_run
+
+        return fuse_run(Path(run_dir), Path(out), **options).out
+
+
+def check_adapter_fits(config: Any) -> None:
+    """A staged run continues the same adapter layers: type, rank, layers and keys must match."""
+    path = Path(config.from_adapter)
+    folder = path if path.is_dir() else path.parent
+    try:
+        earlier = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise PunieError(
+            f"from_adapter: {folder}: no adapter_config.json beside the adapter"
+        ) from None
+    lora = earlier.get("lora_parameters") or {}
+    pairs = [
+        ("fine_tune_type", earlier.get("fine_tune_type", "lora"), config.fine_tune_type),
+        ("num_layers", earlier.get("num_layers"), config.num_layers),
+    ]
+    if config.fine_tune_type != "full":
+        pairs.append(("rank", lora.get("rank"), config.rank))
+        keys = lora.get("keys")
+        pairs.append(
+            ("target_modules", sorted(keys) if keys else None,
+             sorted(config.target_modules) if config.target_modules else None)
+        )  # fmt: skip
+    for name, theirs, ours in pairs:
+        if theirs != ours:
+            raise PunieError(
+                f"from_adapter: {folder} was trained with {name}={theirs!r}, this run has "
+                f"{name}={ours!r}; they must match to continue the same adapter"
+            )

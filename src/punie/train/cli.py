@@ -1,0 +1,278 @@
+"""`punie train`, `punie runs list|show` and `punie fuse`: parse, call the library, render."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from punie.train import runs
+
+console = Console(stderr=True)
+
+runs_app = typer.Typer(help="List and inspect training runs (the folders under adapters/).")
+
+RunsDir = Annotated[Path, typer.Option("--runs-dir", help="Folder that holds the run folders.")]
+AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+class LiveProgress:
+    """A rich bar over iterations with the latest train/val loss, tokens/s and peak memory."""
+
+    def __init__(self, progress: Progress, total: int, start: int = 0):
+        self._p = progress
+        self._stats: dict[str, str] = {}
+        self._task = progress.add_task("train", total=total, completed=start, stats="loading")
+
+    def __call__(self, record: dict[str, Any]) -> None:
+        if record.get("train_loss") is not None:
+            self._stats["train"] = f"train {record['train_loss']:.3f}"
+            self._stats["tok/s"] = f"{record['tokens_per_second']:,.0f} tok/s"
+            self._stats["mem"] = f"peak {record['peak_memory']:.2f} GB"
+        if record.get("val_loss") is not None:
+            self._stats["val"] = f"val {record['val_loss']:.3f} @ {record['iteration']}"
+        order = ("train", "val", "tok/s", "mem")
+        stats = " · ".join(self._stats[k] for k in order if k in self._stats) or "starting"
+        self._p.update(self._task, completed=record["iteration"], stats=stats)
+
+
+def _progress(disable: bool) -> Progress:
+    return Progress(
+        TextColumn("[bold blue]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[stats]}"),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        disable=disable,
+    )
+
+
+def train_command(
+    config_file: Annotated[
+        Path | None,
+        typer.Argument(help="Config file (.toml, .yaml or .json); see docs/training.md."),
+    ] = None,
+    model: Annotated[str | None, typer.Option(help="Model folder or hub id.")] = None,
+    data: Annotated[
+        str | None, typer.Option(help="Folder with train.jsonl and valid.jsonl.")
+    ] = None,
+    name: Annotated[
+        str | None, typer.Option(help="Run name: the run folder is RUNS_DIR/NAME.")
+    ] = None,
+    runs_dir: RunsDir = runs.DEFAULT_RUNS_DIR,
+    fine_tune_type: Annotated[str | None, typer.Option(help="lora, dora or full.")] = None,
+    iters: Annotated[int | None, typer.Option(help="Optimizer steps to train for.")] = None,
+    epochs: Annotated[
+        float | None, typer.Option(help="Passes over train.jsonl (sets iters).")
+    ] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Rows per step.")] = None,
+    learning_rate: Annotated[float | None, typer.Option(help="Peak learning rate.")] = None,
+    rank: Annotated[int | None, typer.Option(help="LoRA rank.")] = None,
+    mask_prompt: Annotated[
+        bool | None,
+        typer.Option(
+            "--mask-prompt/--no-mask-prompt",
+            help="Train only on assistant turns (all of them), not on prompts.",
+        ),
+    ] = None,
+    from_adapter: Annotated[
+        str | None,
+        typer.Option(help="Start from this adapter (a run folder, its best/, or a file)."),
+    ] = None,
+    backend: Annotated[str | None, typer.Option(help="Training backend (mlx, peft).")] = None,
+    method: Annotated[str | None, typer.Option(help="Training method: sft, or dpo (peft).")] = None,
+    launcher: Annotated[
+        str | None,
+        typer.Option(help="peft backend: `accelerate` runs `accelerate launch` (DDP/FSDP/ZeRO)."),
+    ] = None,
+    num_processes: Annotated[
+        int | None, typer.Option(help="With --launcher accelerate: processes (GPUs) in all.")
+    ] = None,
+    sets: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Any config key: --set lr_schedule=cosine (repeatable)."),
+    ] = None,
+    resume: Annotated[
+        str | None,
+        typer.Option(help="Resume this interrupted run (name or folder) from its checkpoint."),
+    ] = None,
+    overwrite: Annotated[
+        bool, typer.Option(help="Replace a run folder that already holds a run.")
+    ] = False,
+    print_config: Annotated[
+        bool, typer.Option("--print-config", help="Print the resolved config (TOML) and exit.")
+    ] = False,
+    as_json: AsJson = False,
+) -> None:
+    """Train an adapter with mlx_lm's trainer (or another installed backend).
+
+    Settings come from the config file, then `--set key=value`, then the flags here. Every
+    assistant turn of a chat row trains with `--mask-prompt`. The run folder gets the adapter,
+    `best/` (lowest validation loss), `checkpoint/`, `metrics.jsonl` and `run.json`.
+    Ctrl-C stops cleanly and keeps the checkpoint: continue with `punie train --resume NAME`.
+    """
+    from punie.train.config import TrainConfig, resolve_config, to_toml
+    from punie.train.launch import start
+
+    flags = {
+        "model": model,
+        "data": data,
+        "fine_tune_type": fine_tune_type,
+        "iters": iters,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "learning_rate": learning_rate,
+        "rank": rank,
+        "mask_prompt": mask_prompt,
+        "from_adapter": from_adapter,
+        "backend": backend,
+        "method": method,
+    }
+    if resume:
+        run_dir = runs.find_run(resume, runs_dir)
+        config = TrainConfig.load(run_dir / runs.CONFIG_FILE)
+        if iters is not None:
+            config = config.with_(iters=iters)
+    else:
+        if name:
+            flags["adapter_path"] = str(runs_dir / name)
+        config = resolve_config(config_file, flags, sets, default_adapter_path=_default_run)
+        launch = {"launcher": launcher, "num_processes": num_processes}
+        if any(v is not None for v in launch.values()):  # backend options ride in `extra`
+            extra = {**config.extra, **{k: v for k, v in launch.items() if v is not None}}
+            config = config.with_(extra=extra)
+    if print_config:
+        print(to_toml(config), end="")
+        return
+    with _progress(disable=as_json) as progress:
+        done = runs.read_metrics(Path(config.adapter_path) / runs.METRICS_FILE) if resume else []
+        live = LiveProgress(progress, config.iters, max((r["iteration"] for r in done), default=0))
+        result = start(config, on_metrics=live, resume=bool(resume), overwrite=overwrite)
+    if as_json:
+        print(json.dumps(result.record, indent=2))
+        return
+    console.print(_summary(result.record), highlight=False)
+    print(result.run_dir)
+
+
+def _default_run(config: dict[str, Any]) -> str:
+    stem = Path(str(config.get("model", "model")).rstrip("/")).name or "model"
+    return str(runs.DEFAULT_RUNS_DIR / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}")
+
+
+def _fmt(value: Any, spec: str = ".3f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _summary(r: dict[str, Any]) -> str:
+    best = (
+        f"best val {_fmt(r.get('best_val_loss'))} at iteration {r.get('best_iteration')}"
+        if r.get("best_iteration") is not None
+        else "no validation data"
+    )
+    early = " (stopped early)" if r.get("stopped_early") else ""
+    return (
+        f"{r['name']}: {r['status']}{early}, {r.get('last_iteration')} iterations in "
+        f"{_fmt(r.get('wall_s'), '.1f')}s; final train {_fmt(r.get('final_train_loss'))}, {best}; "
+        f"peak memory {_fmt(r.get('peak_memory_gb'), '.2f')} GB"
+    )
+
+
+@runs_app.command("list")
+def runs_list(runs_dir: RunsDir = runs.DEFAULT_RUNS_DIR, as_json: AsJson = False) -> None:
+    """Every run under the runs folder, newest first."""
+    records = runs.list_runs(runs_dir)
+    if as_json:
+        print(json.dumps(records, indent=2))
+        return
+    table = Table(title=f"runs in {runs_dir}")
+    for column in ("name", "status", "type", "iters", "train", "best val", "@", "wall s", "from"):
+        table.add_column(column)
+    for r in records:
+        parent = (r.get("lineage") or [{}])[-1].get("run") or ""
+        table.add_row(
+            r["name"],
+            r["status"],
+            r.get("fine_tune_type", ""),
+            f"{r.get('last_iteration', 0)}/{r.get('iters')}",
+            _fmt(r.get("final_train_loss")),
+            _fmt(r.get("best_val_loss")),
+            str(r.get("best_iteration", "") if r.get("best_iteration") is not None else ""),
+            _fmt(r.get("wall_s"), ".1f"),
+            parent,
+        )
+    Console().print(table)
+
+
+@runs_app.command("show")
+def runs_show(
+    name: Annotated[str, typer.Argument(help="Run name (under --runs-dir) or run folder.")],
+    runs_dir: RunsDir = runs.DEFAULT_RUNS_DIR,
+    as_json: AsJson = False,
+) -> None:
+    """One run's record: status, data hashes, lineage, versions, metrics summary."""
+    run_dir = runs.find_run(name, runs_dir)
+    record = runs.current_status(run_dir, runs.load_record(run_dir))
+    if as_json:
+        print(json.dumps(record, indent=2))
+        return
+    table = Table(title=str(run_dir), show_header=False)
+    table.add_column("key", style="bold")
+    table.add_column("value")
+    for key, value in record.items():
+        shown = json.dumps(value) if isinstance(value, dict | list) else str(value)
+        table.add_row(key, shown)
+    Console().print(table)
+
+
+def fuse_command(
+    run: Annotated[str, typer.Argument(help="Run name (under --runs-dir) or run folder.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the fused model.")],
+    checkpoint: Annotated[
+        str, typer.Option(help="Which adapter: best (lowest val loss) or final.")
+    ] = "best",
+    dequantize: Annotated[
+        bool, typer.Option(help="Write a dequantized (fp16) model from a quantized base.")
+    ] = False,
+    gguf: Annotated[
+        bool, typer.Option(help="Also export GGUF (llama, mistral, mixtral only).")
+    ] = False,
+    parity: Annotated[
+        bool, typer.Option(help="Check greedy answers of base+adapter against the fused model.")
+    ] = True,
+    runs_dir: RunsDir = runs.DEFAULT_RUNS_DIR,
+    as_json: AsJson = False,
+) -> None:
+    """Merge a run's adapter into its base model, write an Ollama Modelfile, and prove the
+    fused model answers exactly as base+adapter does (greedy, a few prompts)."""
+    from punie.train.fuse import fuse_run
+
+    result = fuse_run(
+        runs.find_run(run, runs_dir),
+        out,
+        checkpoint=checkpoint,
+        dequantize=dequantize,
+        gguf=gguf,
+        parity=parity,
+    )
+    if as_json:
+        print(json.dumps(result.to_dict(), indent=2))
+        return
+    console.print(result.summary(), highlight=False)
+    print(result.out)

@@ -1,0 +1,243 @@
+"""`punie fuse`: a run's adapter merged into its base model, an Ollama Modelfile, a parity check.
+
+The merge is `python -m mlx_lm fuse` in a child process, into a temporary folder that replaces
+the output only once everything passed: the merge, the optional GGUF export (mlx_lm supports
+llama, mistral and mixtral only, so other architectures are refused before anything runs), the
+Modelfile and the parity check, which generates greedy answers from base+adapter and from the
+fused model and fails, leaving no output, if any answer differs.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from punie.errors import PunieError
+from punie.fsio import atomic_dir, atomic_file
+from punie.model.resolve import resolve_model
+from punie.proc import child_process, python_module
+from punie.train import runs
+from punie.train.config import TrainConfig
+
+GGUF_MODEL_TYPES = ("llama", "mistral", "mixtral")
+GGUF_FILE = "model.gguf"
+PARITY_PROMPTS = 3
+PARITY_MAX_TOKENS = 48
+_FALLBACK_PROMPTS = (
+    [{"role": "user", "content": "List the files in the current folder."}],
+    [{"role": "user", "content": "What does this project do?"}],
+    [{"role": "user", "content": "Search the code for TODO."}],
+)
+
+
+@dataclass(frozen=True)
+class FuseResult:
+    out: Path
+    run: str
+    adapter: Path
+    gguf: Path | None
+    modelfile: Path
+    parity: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        return {k: str(v) if isinstance(v, Path) else v for k, v in data.items()}
+
+    def summary(self) -> str:
+        checked = f"parity ok on {len(self.parity)} prompts" if self.parity else "parity skipped"
+        gguf = f", gguf {self.gguf}" if self.gguf else ""
+        return f"fused {self.run} ({self.adapter.name}) into {self.out}{gguf}; {checked}"
+
+
+def adapter_folder(run_dir: Path, checkpoint: str) -> Path:
+    if checkpoint not in ("best", "final"):
+        raise PunieError(f"--checkpoint: {checkpoint!r} is not one of best, final")
+    best = run_dir / "best"
+    if checkpoint == "best" and (best / "adapters.safetensors").is_file():
+        return best
+    if not (run_dir / "adapters.safetensors").is_file():
+        raise PunieError(f"{run_dir}: has no adapter yet (adapters.safetensors)")
+    return run_dir
+
+
+def model_type(model_dir: Path) -> str:
+    return json.loads((model_dir / "config.json").read_text(encoding="utf-8")).get("model_type", "")
+
+
+def fuse_command(model: Path, adapter: Path, out: Path, dequantize: bool, gguf: bool) -> list[str]:
+    cmd = python_module(
+        "mlx_lm", "fuse", "--model", str(model), "--adapter-path", str(adapter),
+        "--save-path", str(out),
+    )  # fmt: skip
+    if dequantize:
+        cmd.append("--dequantize")
+    if gguf:
+        cmd += ["--export-gguf", "--gguf-path", GGUF_FILE]
+    return cmd
+
+
+def parity_prompts(data: Path, n: int = PARITY_PROMPTS) -> list[dict[str, Any]]:
+    """The first chat rows of the run's valid (or train) split, cut before the first answer."""
+    prompts = []
+    for split in ("valid", "train"):
+        path = data / f"{split}.jsonl"
+        if not path.is_file():
+            continue
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                row = json.loads(line) if line.strip() else {}
+                messages = row.get("messages") or []
+                first = next((i for i, m in enumerate(messages) if m["role"] == "assistant"), None)
+                if first:
+                    prompts.append({"messages": messages[:first], "tools": row.get("tools")})
+                if len(prompts) >= n:
+                    return prompts
+    return prompts or [{"messages": m} for m in _FALLBACK_PROMPTS]
+
+
+def check_parity(
+    base: Path, adapter: Path, fused: Path, prompts: list[dict], log: Path
+) -> list[dict[str, Any]]:
+    with tempfile.TemporaryDirectory(prefix="punie-parity-") as tmp:
+        spec, result = Path(tmp) / "spec.json", Path(tmp) / "result.json"
+        spec.write_text(
+            json.dumps(
+                {
+                    "base": str(base),
+                    "adapter": str(adapter),
+                    "fused": str(fused),
+                    "prompts": prompts,
+                    "max_tokens": PARITY_MAX_TOKENS,
+                }
+            )
+        )
+        cmd = python_module("punie.train.parity", str(spec), str(result))
+        with child_process(cmd, log=log) as proc:
+            code = proc.wait()
+        if code != 0:
+            raise PunieError(f"parity check: generation failed with code {code} (log: {log})")
+        answers = json.loads(result.read_text())
+    rows = [
+        {"prompt": i, "adapted": a, "fused": f, "same": a == f}
+        for i, (a, f) in enumerate(zip(answers["adapted"], answers["fused"], strict=True))
+    ]
+    for row in rows:
+        if not row["same"]:
+            raise PunieError(
+                f"parity check failed: prompt {row['prompt']}: base+adapter answered "
+                f"{row['adapted'][:60]!r} but the fused model answered {row['fused'][:60]!r}; "
+                "the fused weights do not reproduce the adapter (quantized base? try --dequantize)"
+            )
+    return rows
+
+
+def modelfile(model_dir: Path, run: str, gguf: bool) -> str:
+    """An Ollama Modelfile. Ollama templates are Go templates, not Jinja: ChatML models get the
+    ChatML template with tool calls written out; others rely on the template Ollama reads from
+    the model's own metadata."""
+    source = f"./{GGUF_FILE}" if gguf else "."
+    lines = [f"# Ollama Modelfile written by `punie fuse` for run {run}", f"FROM {source}"]
+    template = _chat_template(model_dir)
+    if "<|im_start|>" in template:
+        lines += [f'TEMPLATE """{_CHATML_TEMPLATE}"""', 'PARAMETER stop "<|im_end|>"']
+    else:
+        lines.append("# Chat template: taken by Ollama from the model's metadata.")
+    lines.append("PARAMETER temperature 0")
+    return "\n".join(lines) + "\n"
+
+
+def _chat_template(model_dir: Path) -> str:
+    jinja = model_dir / "chat_template.jinja"
+    if jinja.is_file():
+        return jinja.read_text(encoding="utf-8")
+    try:
+        cfg = json.loads((model_dir / "tokenizer_config.json").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return ""
+    template = cfg.get("chat_template") or ""
+    return template if isinstance(template, str) else json.dumps(template)
+
+
+# ChatML with <tool_call> blocks, in Ollama's Go template language.
+_CHATML_TEMPLATE = """{{- if or .System .Tools }}<|im_start|>system
+{{ if .System }}{{ .System }}{{ else }}You are a helpful assistant.{{ end }}
+{{- if .Tools }}
+
+# Tools
+Call a tool by writing <tool_call>{"name": ..., "arguments": {...}}</tool_call>. Available tools:
+<tools>
+{{- range .Tools }}
+{{ .Function }}
+{{- end }}
+</tools>
+{{- end }}<|im_end|>
+{{ end }}
+{{- range $i, $_ := .Messages }}
+{{- $last := eq (len (slice $.Messages $i)) 1 -}}
+{{- if eq .Role "assistant" }}<|im_start|>assistant
+{{ .Content }}
+{{- range .ToolCalls }}<tool_call>
+{"name": "{{ .Function.Name }}", "arguments": {{ .Function.Arguments }}}
+</tool_call>
+{{- end }}<|im_end|>
+{{ else }}<|im_start|>{{ .Role }}
+{{ .Content }}<|im_end|>
+{{ end }}
+{{- if and (ne .Role "assistant") $last }}<|im_start|>assistant
+{{ end }}
+{{- end }}"""
+
+
+def fuse_run(
+    run_dir: Path,
+    out: Path,
+    *,
+    checkpoint: str = "best",
+    dequantize: bool = False,
+    gguf: bool = False,
+    parity: bool = True,
+) -> FuseResult:
+    run_dir, out = Path(run_dir), Path(out)
+    record = runs.load_record(run_dir)
+    config = TrainConfig.load(run_dir / runs.CONFIG_FILE)
+    adapter = adapter_folder(run_dir, checkpoint)
+    base = resolve_model(config.model)
+    if gguf and model_type(base) not in GGUF_MODEL_TYPES:
+        raise PunieError(
+            f"--gguf: mlx_lm exports GGUF only for {', '.join(GGUF_MODEL_TYPES)}; "
+            f"{base.name} is {model_type(base) or 'an unknown type'} (fuse without --gguf)"
+        )
+    log = out.parent / f".{out.name}.fuse.log"
+    with atomic_dir(out) as tmp:
+        with child_process(fuse_command(base, adapter, tmp, dequantize, gguf), log=log) as proc:
+            code = proc.wait()
+        if code != 0:
+            tail = " | ".join(log.read_text(errors="replace").strip().splitlines()[-2:])
+            raise PunieError(f"mlx_lm fuse exited with code {code}: {tail} (log: {log})")
+        with atomic_file(tmp / "Modelfile") as f:
+            f.write(modelfile(base, record.get("name", run_dir.name), gguf))
+        checked = []
+        if parity:
+            prompts = parity_prompts(Path(config.data))
+            checked = check_parity(base, adapter, tmp, prompts, log)
+        runs_info = {
+            "run": str(run_dir),
+            "adapter": str(adapter),
+            "adapter_sha256": runs.file_sha256(adapter / "adapters.safetensors"),
+            "dequantize": dequantize,
+            "parity": checked,
+        }
+        with atomic_file(tmp / "punie_fuse.json") as f:
+            json.dump(runs_info, f, indent=2)
+    log.unlink(missing_ok=True)
+    return FuseResult(
+        out=out,
+        run=record.get("name", run_dir.name),
+        adapter=adapter,
+        gguf=out / GGUF_FILE if gguf else None,
+        modelfile=out / "Modelfile",
+        parity=checked,
+    )

@@ -1,0 +1,200 @@
+"""`punie train` as a library call: validate, pick the backend, own the run record.
+
+`start(config)` checks everything it can before any process starts (config values, the data
+folder, the backend's own `check`), writes the run folder's `config.json` and a `running` record,
+hands the run to `backend.train(config, run_dir, on_metrics)`, and finally marks the record
+completed, interrupted (Ctrl-C, or the trainer stopped by a signal) or failed. A backend resumes
+when the run folder it is given holds its checkpoint; `start(..., resume=True)` is how a caller
+asks for that, and a fresh run refuses a folder that already holds a run unless told to replace it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+from punie.backends import get_backend
+from punie.backends.base import MetricsCallback
+from punie.errors import PunieError
+from punie.fsio import write_json
+from punie.train import runs
+from punie.train.config import TrainConfig
+
+
+class TrainingInterrupted(PunieError):
+    """The trainer stopped on a signal after writing its checkpoint."""
+
+    def __init__(self, message: str):
+        super().__init__(message, exit_code=130)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    run_dir: Path
+    record: dict[str, Any]
+
+    @property
+    def adapter_path(self) -> Path:
+        return self.run_dir
+
+    @property
+    def best_adapter(self) -> Path | None:
+        best = self.run_dir / "best"
+        return best if (best / "adapters.safetensors").is_file() else None
+
+
+def resolve_iters(config: TrainConfig) -> TrainConfig:
+    """With `epochs`, the iteration count that covers them (mlx_lm drops a last short batch)."""
+    if config.epochs is None:
+        return config
+    rows = runs.data_manifest(config.data).get("train", {}).get("rows", 0)
+    per_epoch = rows // config.batch_size
+    if per_epoch < 1:
+        raise PunieError(
+            f"epochs: {config.data}/train.jsonl has {rows} rows, fewer than one batch of "
+            f"{config.batch_size}"
+        )
+    iters = max(1, math.ceil(config.epochs * per_epoch))
+    return config.with_(iters=iters, warmup_steps=min(config.warmup_steps, iters - 1))
+
+
+def check_data(config: TrainConfig) -> dict[str, Any]:
+    data = Path(config.data)
+    if not data.is_dir():
+        raise PunieError(f"data: {data}: no such folder (it needs train.jsonl, valid.jsonl)")
+    manifest = runs.data_manifest(data)
+    train = manifest.get("train")
+    if not train or train["rows"] == 0:
+        raise PunieError(f"data: {data}/train.jsonl is missing or empty")
+    if train["rows"] < config.batch_size:
+        raise PunieError(
+            f"batch_size: {config.batch_size} is more than the {train['rows']} rows of "
+            f"{data}/train.jsonl"
+        )
+    valid = manifest.get("valid")
+    if valid and 0 < valid["rows"] < config.batch_size:
+        raise PunieError(
+            f"batch_size: {config.batch_size} is more than the {valid['rows']} rows of "
+            f"{data}/valid.jsonl (validation needs one full batch)"
+        )
+    return manifest
+
+
+def check(config: TrainConfig):
+    """Everything that can fail before training starts; returns (backend, config, manifest)."""
+    backend = get_backend(config.backend)
+    caps = backend.capabilities()
+    if config.fine_tune_type not in caps.fine_tune_types:
+        allowed = ", ".join(caps.fine_tune_types)
+        raise PunieError(
+            f"fine_tune_type: {config.fine_tune_type!r} is not supported by backend "
+            f"{config.backend} ({allowed})"
+        )
+    if config.method not in caps.methods:
+        raise PunieError(
+            f"method: {config.method!r} is not supported by backend {config.backend} "
+            f"({', '.join(caps.methods)})"
+        )
+    config = resolve_iters(config)
+    manifest = check_data(config)
+    if config.from_adapter and not Path(config.from_adapter).exists():
+        raise PunieError(f"from_adapter: {config.from_adapter}: no such file or folder")
+    backend.check(config)
+    return backend, config, manifest
+
+
+def _versions(backend) -> dict[str, str]:
+    found = dict(getattr(backend, "versions", dict)())
+    with contextlib.suppress(PackageNotFoundError):
+        found["punie"] = version("punie")
+    return found
+
+
+def start(
+    config: TrainConfig,
+    *,
+    on_metrics: MetricsCallback | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+) -> RunResult:
+    """Train `config` into its run folder (`config.adapter_path`) and return the run's record."""
+    run_dir = Path(config.adapter_path)
+    if resume:
+        record = runs.load_record(run_dir)
+        if (
+            record.get("status") == "running"
+            and runs.current_status(run_dir, record)["status"] == "running"
+        ):
+            raise PunieError(f"{run_dir}: the run is still going (pid {record.get('pid')})")
+    backend, config, manifest = check(config)
+    if resume:
+        old = record.get("data", {})
+        for split, entry in manifest.items():
+            if split in old and old[split]["sha256"] != entry["sha256"]:
+                raise PunieError(
+                    f"resume: {entry['path']} changed since the run started (sha256 differs); "
+                    "start a new run, or use --from-adapter to build on this one"
+                )
+        if not (run_dir / "checkpoint").is_dir():
+            raise PunieError(f"resume: {run_dir} has no checkpoint to resume from")
+        record.update(status="running", pid=os.getpid(), iters=config.iters)
+        record["resumes"] = record.get("resumes", 0) + 1
+    else:
+        if (run_dir / runs.RUN_FILE).exists() and not overwrite:
+            raise PunieError(
+                f"{run_dir}: already holds a run; pick another --name, --resume it, "
+                "or pass --overwrite"
+            )
+        if run_dir.exists() and overwrite:
+            shutil.rmtree(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        record = {
+            "name": run_dir.name,
+            "status": "running",
+            "backend": config.backend,
+            "method": config.method,
+            "fine_tune_type": config.fine_tune_type,
+            "model": config.model,
+            "data": manifest,
+            "iters": config.iters,
+            "lineage": runs.lineage(config.from_adapter),
+            "versions": _versions(backend),
+            "git_commit": runs.git_commit(),
+            "created": runs.now(),
+            "pid": os.getpid(),
+            "wall_s": 0.0,
+        }
+    write_json(run_dir / runs.CONFIG_FILE, config.to_dict())
+    runs.write_record(run_dir, record)
+
+    tic = time.monotonic()
+    status, error = "failed", None
+    try:
+        backend.train(config, run_dir, on_metrics)
+        status = "completed"
+    except (KeyboardInterrupt, TrainingInterrupted):
+        status = "interrupted"
+        raise
+    except PunieError as e:
+        error = str(e)
+        raise
+    finally:
+        record.update(runs.summarize_metrics(runs.read_metrics(run_dir / runs.METRICS_FILE)))
+        record.update(
+            status=status,
+            error=error,
+            finished=runs.now(),
+            wall_s=round(record.get("wall_s", 0.0) + time.monotonic() - tic, 3),
+            best_adapter="best" if (run_dir / "best" / "adapters.safetensors").is_file() else None,
+            stopped_early=status == "completed" and record["last_iteration"] < config.iters,
+        )
+        record.pop("pid", None)
+        runs.write_record(run_dir, record)
+    return RunResult(run_dir, record)

@@ -1,0 +1,219 @@
+"""Which tokens carry loss: every assistant turn, not only the last one.
+
+`mlx_lm lora --mask-prompt` on chat rows trains only the final message, so a multi-turn tool-use
+row loses the tool call of every earlier assistant turn. Here each row becomes its tokens plus a
+list of trained spans, one per assistant turn, found by rendering the conversation's prefixes
+with the model's own chat template. Batches carry a per-token mask and `masked_loss` averages the
+cross-entropy over exactly those tokens.
+
+Everything else is mlx_lm's batching, reproduced on purpose: the same sort key, the same numpy
+permutation draws, the same padding to a multiple of 32 plus one, and the same treatment of a row
+whose trained span reaches its end (the first padding position after it is scored too, as
+mlx_lm's `default_loss` does). With one span per row the loss is therefore bit-for-bit mlx_lm's,
+which is what lets `benchmarks/train.py` compare the two loss curves. The batch order can also be
+saved and restored (`Cursor`), so a resumed run sees the same batches an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlx.core as mx
+import mlx.nn as nn
+import numpy as np
+from mlx_lm.tuner.datasets import CacheDataset, create_dataset
+
+from punie.errors import PunieError
+
+Span = tuple[int, int]  # [start, end) token positions that carry loss
+
+
+def assistant_spans(tokenizer: Any, messages: list[dict], tools: Any = None) -> list[Span]:
+    """The token span of every assistant turn in the rendered conversation.
+
+    A turn starts after the generation prompt that precedes it and ends after its end-of-turn
+    marker. The spans are only right if each rendered prefix is a token prefix of the whole; a
+    template for which that fails is refused rather than silently mis-masked.
+    """
+
+    def render(msgs: list[dict], gen: bool = False) -> list[int]:
+        return list(
+            tokenizer.apply_chat_template(
+                msgs, tools=tools, add_generation_prompt=gen, return_dict=False
+            )
+        )
+
+    full = render(messages)
+    spans = []
+    for i, message in enumerate(messages):
+        if message.get("role") != "assistant":
+            continue
+        before = render(messages[:i], gen=True)
+        through = full if i == len(messages) - 1 else render(messages[: i + 1])
+        if full[: len(before)] != before or full[: len(through)] != through:
+            raise PunieError(
+                f"messages[{i}]: the chat template does not render this assistant turn as a "
+                "continuation of the conversation before it, so its tokens cannot be masked "
+                "per turn; train without mask_prompt"
+            )
+        spans.append((len(before), len(through)))
+    return spans
+
+
+class ChatTurns:
+    """Chat rows -> (tokens, spans); with mask_prompt every assistant turn trains."""
+
+    def __init__(self, rows: list[dict], tokenizer: Any, mask_prompt: bool, source: str = ""):
+        self._rows = rows
+        self.tokenizer = tokenizer
+        self.mask_prompt = mask_prompt
+        self.source = source
+
+    def process(self, row: dict) -> tuple[list[int], list[Span]]:
+        messages, tools = row["messages"], row.get("tools")
+        tokens = list(self.tokenizer.apply_chat_template(messages, tools=tools, return_dict=False))
+        if not self.mask_prompt:
+            return tokens, [(0, len(tokens))]
+        try:
+            return tokens, assistant_spans(self.tokenizer, messages, tools)
+        except PunieError as e:
+            where = f"{self.source}:{self._rows.index(row) + 1}: " if self.source else ""
+            raise PunieError(f"{where}{e}") from None
+
+    def __getitem__(self, idx: int) -> dict:
+        return self._rows[idx]
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+
+class OneSpan:
+    """mlx_lm's own dataset for completions and text rows, its (tokens, offset) as one span."""
+
+    def __init__(self, inner: Any):
+        self._inner = inner
+
+    def process(self, row: dict) -> tuple[list[int], list[Span]]:
+        tokens, offset = self._inner.process(row)
+        return tokens, [(offset, len(tokens))]
+
+    def __getitem__(self, idx: int) -> dict:
+        return self._inner[idx]
+
+    def __len__(self) -> int:
+        return len(self._inner)
+
+
+@dataclass(frozen=True)
+class _Options:
+    mask_prompt: bool
+
+
+def make_dataset(rows: list[dict], tokenizer: Any, mask_prompt: bool, source: str = ""):
+    """The dataset for rows of any mlx_lm format, detected from the first row as mlx_lm does."""
+    if not rows:
+        return rows
+    first = rows[0]
+    if "messages" in first and not ("prompt" in first and "completion" in first):
+        return ChatTurns(rows, tokenizer, mask_prompt, source)
+    try:
+        return OneSpan(create_dataset(rows, tokenizer, _Options(mask_prompt)))
+    except ValueError as e:
+        raise PunieError(f"{source}: {e}".splitlines()[0]) from None
+
+
+def load_split(data: Path, name: str, tokenizer: Any, mask_prompt: bool):
+    path = Path(data) / f"{name}.jsonl"
+    if not path.is_file():
+        return []
+    with open(path, encoding="utf-8") as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    return make_dataset(rows, tokenizer, mask_prompt, source=str(path))
+
+
+@dataclass
+class Cursor:
+    """Where the training batches stand: the current epoch's batch order and the next index."""
+
+    order: list[int] | None = None
+    next: int = 0
+
+
+def _batch_indices(dataset: Any, batch_size: int, offset: int, step: int) -> list[list[int]]:
+    # The sort key is mlx_lm's, whatever it measures, so that batches are the same as upstream.
+    if isinstance(dataset, CacheDataset):
+        idx = sorted(range(len(dataset)), key=dataset.itemlen)
+    else:
+        idx = sorted(range(len(dataset)), key=lambda i: len(dataset[i][0]))
+    if len(dataset) < batch_size:
+        raise ValueError(
+            f"Dataset must have at least batch_size={batch_size} examples but only has "
+            f"{len(dataset)}."
+        )
+    if batch_size % step != 0:
+        raise ValueError("The batch size must be divisible by the number of workers")
+    return [
+        idx[i + offset : i + offset + batch_size : step]
+        for i in range(0, len(idx) - batch_size + 1, batch_size)
+    ]
+
+
+def token_mask(spans: list[Span], full_length: int, length: int, width: int) -> np.ndarray:
+    """Per-position loss mask for one row truncated to `length` in a batch `width` wide."""
+    mask = np.zeros(width, dtype=bool)
+    for start, end in spans:
+        mask[start : min(end, length)] = True
+        if end >= full_length and length < width:
+            mask[length] = True  # mlx_lm scores the first padding position after the row
+    return mask
+
+
+def iterate_batches(
+    dataset: Any,
+    batch_size: int,
+    max_seq_length: int,
+    loop: bool = False,
+    seed: int | None = None,
+    comm_group: Any = None,
+    cursor: Cursor | None = None,
+) -> Iterator[tuple[mx.array, mx.array]]:
+    """mlx_lm's `iterate_batches`, yielding (tokens, per-token mask) and keeping a Cursor."""
+    offset, step = (comm_group.rank(), comm_group.size()) if comm_group is not None else (0, 1)
+    batches = _batch_indices(dataset, batch_size, offset, step)
+    if seed is not None:
+        np.random.seed(seed)
+    cursor = cursor if cursor is not None else Cursor()
+    while True:
+        if cursor.order is None or cursor.next >= len(cursor.order):
+            cursor.order = np.random.permutation(len(batches)).tolist()
+            cursor.next = 0
+        while cursor.next < len(cursor.order):
+            rows = [dataset[j] for j in batches[cursor.order[cursor.next]]]
+            cursor.next += 1
+            lengths = [len(tokens) for tokens, _ in rows]
+            pad_to = 32
+            width = min(1 + pad_to * ((max(lengths) + pad_to - 1) // pad_to), max_seq_length)
+            tokens_arr = np.zeros((batch_size // step, width), np.int32)
+            mask_arr = np.zeros((batch_size // step, width), bool)
+            for j, (tokens, spans) in enumerate(rows[: batch_size // step]):
+                length = min(lengths[j], max_seq_length)
+                tokens_arr[j, :length] = tokens[:length]
+                mask_arr[j] = token_mask(spans, lengths[j], length, width)
+            yield mx.array(tokens_arr), mx.array(mask_arr)
+        if not loop:
+            break
+
+
+def masked_loss(model: nn.Module, batch: mx.array, mask: mx.array):
+    """Mean cross-entropy over the positions `mask` marks; returns (loss, token count)."""
+    inputs = batch[:, :-1]
+    targets = batch[:, 1:]
+    logits = model(inputs)
+    trained = mask[:, 1:]
+    ce = nn.losses.cross_entropy(logits, targets) * trained
+    ntoks = trained.sum()
+    return ce.astype(mx.float32).sum() / ntoks, ntoks

@@ -1,0 +1,184 @@
+"""The run folder and its record: `adapters/<run-name>/run.json`, and reading runs back.
+
+A run folder holds the adapter (`adapters.safetensors` + `adapter_config.json`, loadable by
+mlx_lm), `best/` (the adapter with the lowest validation loss), `checkpoint/` (what a resume
+needs), the resolved `config.json`, `metrics.jsonl`, `train.log` and `run.json`: status
+(running, completed, interrupted, failed), data manifest hashes, lineage, library versions, git
+commit, wall time, peak memory and a summary of the metrics. Everything here is backend-neutral:
+any backend that writes the same metrics.jsonl schema gets the same record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from punie.errors import PunieError
+from punie.fsio import write_json
+
+RUN_FILE = "run.json"
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.jsonl"
+DEFAULT_RUNS_DIR = Path("adapters")
+STATUSES = ("running", "completed", "interrupted", "failed")
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def data_manifest(data: Path | str) -> dict[str, dict[str, Any]]:
+    """sha256, size and row count of each split file in a data folder."""
+    manifest = {}
+    for split in ("train", "valid", "test"):
+        path = Path(data) / f"{split}.jsonl"
+        if path.is_file():
+            with open(path, "rb") as f:
+                rows = sum(1 for line in f if line.strip())
+            manifest[split] = {
+                "path": str(path),
+                "sha256": file_sha256(path),
+                "bytes": path.stat().st_size,
+                "rows": rows,
+            }
+    return manifest
+
+
+def git_commit(cwd: Path | None = None) -> str | None:
+    """`git describe --always --dirty` of the working folder, or None outside a repository."""
+    try:
+        out = subprocess.run(
+            ["git", "describe", "--always", "--dirty", "--abbrev=40"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def read_metrics(path: Path | str) -> list[dict[str, Any]]:
+    """The records of a metrics.jsonl; a last line cut short by a kill is skipped."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
+
+
+def summarize_metrics(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    train = [r for r in rows if r.get("train_loss") is not None]
+    val = [r for r in rows if r.get("val_loss") is not None]
+    best = min(val, key=lambda r: (r["val_loss"], r["iteration"])) if val else None
+    peaks = [r["peak_memory"] for r in train if r.get("peak_memory") is not None]
+    return {
+        "last_iteration": max((r["iteration"] for r in rows), default=0),
+        "final_train_loss": train[-1]["train_loss"] if train else None,
+        "final_val_loss": val[-1]["val_loss"] if val else None,
+        "best_iteration": best["iteration"] if best else None,
+        "best_val_loss": best["val_loss"] if best else None,
+        "peak_memory_gb": max(peaks) if peaks else None,
+    }
+
+
+def load_record(run_dir: Path | str) -> dict[str, Any]:
+    path = Path(run_dir) / RUN_FILE
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise PunieError(f"{run_dir}: not a run folder (no {RUN_FILE})") from None
+    except json.JSONDecodeError as e:
+        raise PunieError(f"{path}: not valid JSON ({e})") from None
+
+
+def write_record(run_dir: Path | str, record: dict[str, Any]) -> None:
+    write_json(Path(run_dir) / RUN_FILE, record)
+
+
+def lineage(from_adapter: str | None) -> list[dict[str, Any]]:
+    """The chain of runs an adapter comes from, oldest first (empty for a fresh adapter)."""
+    if not from_adapter:
+        return []
+    path = Path(from_adapter)
+    folder = path if path.is_dir() else path.parent
+    for candidate in (folder, folder.parent):  # a run folder, or its best/ or checkpoint/
+        if (candidate / RUN_FILE).is_file():
+            parent = load_record(candidate)
+            entry = {
+                "run": parent.get("name"),
+                "path": str(candidate),
+                "adapter": str(path),
+                "adapter_sha256": _adapter_hash(path),
+            }
+            return [*parent.get("lineage", []), entry]
+    return [
+        {"run": None, "path": None, "adapter": str(path), "adapter_sha256": _adapter_hash(path)}
+    ]
+
+
+def _adapter_hash(path: Path) -> str | None:
+    file = path / "adapters.safetensors" if path.is_dir() else path
+    return file_sha256(file) if file.is_file() else None
+
+
+def find_run(name: str | Path, runs_dir: Path | str = DEFAULT_RUNS_DIR) -> Path:
+    """A run folder from its path or its name under `runs_dir`."""
+    for candidate in (Path(name), Path(runs_dir) / str(name)):
+        if (candidate / RUN_FILE).is_file():
+            return candidate
+    known = ", ".join(r["name"] for r in list_runs(runs_dir)) or "none"
+    raise PunieError(f"{name}: no such run (in {runs_dir}: {known})")
+
+
+def list_runs(runs_dir: Path | str = DEFAULT_RUNS_DIR) -> list[dict[str, Any]]:
+    """Every run record under `runs_dir`, newest first; a `running` run whose process is gone
+    reads as `interrupted`."""
+    root = Path(runs_dir)
+    if not root.is_dir():
+        return []
+    records = []
+    for folder in sorted(root.iterdir()):
+        if (folder / RUN_FILE).is_file():
+            records.append(current_status(folder, load_record(folder)))
+    return sorted(records, key=lambda r: r.get("created", 0), reverse=True)
+
+
+def current_status(run_dir: Path, record: dict[str, Any]) -> dict[str, Any]:
+    """The record with live numbers from metrics.jsonl, and stale `running` marked stopped."""
+    record = {**record, "path": str(run_dir)}
+    if record.get("status") == "running":
+        record.update(summarize_metrics(read_metrics(run_dir / METRICS_FILE)))
+        pid = record.get("pid")
+        if pid and not _alive(pid):
+            record["status"] = "interrupted"
+    return record
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def now() -> float:
+    return round(time.time(), 3)

@@ -1,0 +1,157 @@
+"""TrainConfig -> keyword arguments for PEFT's LoraConfig and TRL's SFTConfig / DPOConfig.
+
+Pure functions over plain data: no torch here, so the mapping is tested without it.
+
+The one number that differs between the engines is the LoRA scale. mlx-lm multiplies the low-rank
+update by `scale` directly; PEFT multiplies it by `lora_alpha / r`. Setting
+`lora_alpha = scale * rank` makes both apply exactly the same update to the same weights, which is
+what lets an adapter move between the two (see `punie_peft.convert`).
+
+Fields that the shared config may or may not have yet (schedules, methods, DPO's beta) are read
+with `option`, which also looks in `config.extra`, so an older config keeps working.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from punie.errors import PunieError
+
+# The projections mlx-lm turns into LoRA layers in a Qwen2/Llama block when the config names none.
+DEFAULT_LORA_KEYS = (
+    "self_attn.q_proj",
+    "self_attn.k_proj",
+    "self_attn.v_proj",
+    "self_attn.o_proj",
+    "mlp.gate_proj",
+    "mlp.up_proj",
+    "mlp.down_proj",
+)
+METHODS = ("sft", "dpo")
+SCHEDULES = {"constant": "constant", "linear": "linear", "cosine": "cosine"}
+OPTIMIZERS = {"adam": "adamw_torch", "adamw": "adamw_torch", "sgd": "sgd", "adafactor": "adafactor"}
+
+
+def option(config: Any, name: str, default: Any = None) -> Any:
+    """A config field that may be a dataclass field, a key of `config.extra`, or absent."""
+    value = getattr(config, name, None)
+    if value is None:
+        value = (getattr(config, "extra", None) or {}).get(name)
+    return default if value is None else value
+
+
+def lora_alpha(scale: float, rank: int) -> float:
+    """PEFT's alpha for mlx-lm's multiplier: alpha / rank == scale."""
+    return float(scale) * int(rank)
+
+
+def lora_scale(alpha: float, rank: int, use_rslora: bool = False) -> float:
+    """mlx-lm's multiplier for a PEFT adapter (rsLoRA divides by sqrt(rank) instead of rank)."""
+    return float(alpha) / (int(rank) ** 0.5 if use_rslora else int(rank))
+
+
+def lora_layers(num_layers: int, num_hidden_layers: int) -> list[int]:
+    """The block indices mlx-lm adapts: the last `num_layers` (-1 or more than exist: all)."""
+    n = num_hidden_layers if num_layers < 0 else min(num_layers, num_hidden_layers)
+    return list(range(num_hidden_layers - n, num_hidden_layers))
+
+
+def lora_config_kwargs(config: Any, num_hidden_layers: int) -> dict[str, Any]:
+    """LoraConfig(**kwargs) for a lora/dora config; targets the same modules mlx-lm would."""
+    keys = option(config, "lora_keys") or option(config, "target_modules") or DEFAULT_LORA_KEYS
+    return {
+        "r": config.rank,
+        "lora_alpha": lora_alpha(config.scale, config.rank),
+        "lora_dropout": config.dropout,
+        "target_modules": sorted({k.rsplit(".", 1)[-1] for k in keys}),
+        "layers_to_transform": lora_layers(config.num_layers, num_hidden_layers),
+        "layers_pattern": "layers",
+        "use_dora": config.fine_tune_type == "dora",
+        "bias": "none",
+        "task_type": "CAUSAL_LM",
+    }
+
+
+def method(config: Any) -> str:
+    name = option(config, "method", "sft")
+    if name not in METHODS:
+        raise PunieError(f"method: {name!r} is not one of {', '.join(METHODS)} (backend peft)")
+    return name
+
+
+def quantize_bits(config: Any) -> int | None:
+    """4 for QLoRA (the only quantized training this backend offers), else None."""
+    bits = option(config, "quantize") or option(config, "q_bits") or option(config, "load_in_4bit")
+    if bits in (None, False, 0, "none", ""):
+        return None
+    if bits in (True, 4, "4", "4bit", "nf4", "qlora"):
+        return 4
+    raise PunieError(f"quantize: {bits!r} is not supported by backend peft (only 4-bit QLoRA)")
+
+
+def _schedule(config: Any) -> dict[str, Any]:
+    schedule = option(config, "lr_schedule", "constant")
+    if isinstance(schedule, dict):  # mlx-lm's {"name": "cosine_decay", "warmup": N, ...}
+        warmup = int(schedule.get("warmup", 0))
+        schedule = schedule.get("name", "constant")
+    else:
+        warmup = int(option(config, "warmup_steps", option(config, "warmup", 0)))
+    schedule = str(schedule).removesuffix("_decay")
+    if schedule not in SCHEDULES:
+        raise PunieError(f"lr_schedule: {schedule!r} is not one of {', '.join(SCHEDULES)}")
+    name = SCHEDULES[schedule]
+    if warmup and name == "constant":
+        name = "constant_with_warmup"
+    return {"lr_scheduler_type": name, "warmup_steps": warmup}
+
+
+def _optimizer(config: Any) -> str:
+    name = str(option(config, "optimizer", "adam")).lower()
+    if name not in OPTIMIZERS:
+        raise PunieError(f"optimizer: {name!r} is not one of {', '.join(OPTIMIZERS)}")
+    return OPTIMIZERS[name]
+
+
+def trainer_kwargs(config: Any, out: Path, *, use_cpu: bool, has_valid: bool) -> dict[str, Any]:
+    """SFTConfig/DPOConfig(**kwargs): the same steps, batch, schedule and reporting as mlx-lm.
+
+    Evaluation runs every `steps_per_eval` steps when a valid split exists; checkpoints are not
+    written mid-run (the run folder holds the final adapter, as with the MLX backend).
+    """
+    epochs = option(config, "epochs")
+    steps = {"max_steps": -1, "num_train_epochs": float(epochs)} if epochs else {}
+    kwargs: dict[str, Any] = {
+        "output_dir": str(out),
+        "max_steps": config.iters,
+        "per_device_train_batch_size": config.batch_size,
+        "per_device_eval_batch_size": config.batch_size,
+        "gradient_accumulation_steps": config.grad_accumulation_steps,
+        "gradient_checkpointing": config.grad_checkpoint,
+        "learning_rate": config.learning_rate,
+        "optim": _optimizer(config),
+        "weight_decay": float(option(config, "weight_decay", 0.0)),
+        "max_grad_norm": float(option(config, "max_grad_norm", 0.0)),  # 0: no clipping, as mlx-lm
+        "seed": config.seed,
+        "data_seed": config.seed,
+        "max_length": config.max_seq_length,
+        "logging_steps": config.steps_per_report,
+        "logging_first_step": True,
+        "eval_strategy": "steps" if has_valid else "no",
+        "eval_steps": config.steps_per_eval,
+        "save_strategy": "no",
+        "report_to": "none",
+        "disable_tqdm": True,
+        "bf16": False,
+        "fp16": False,
+        "use_cpu": use_cpu,
+        "dataloader_num_workers": 0,
+        "include_num_input_tokens_seen": "non_padding",
+        **_schedule(config),
+        **steps,
+    }
+    return kwargs
+
+
+def dpo_kwargs(config: Any) -> dict[str, Any]:
+    return {"beta": float(option(config, "beta", option(config, "dpo_beta", 0.1)))}

@@ -1,0 +1,217 @@
+"""Training in this process with TRL: SFT (LoRA, DoRA, QLoRA, full) and DPO, into a run folder.
+
+This is the edge where torch, transformers, peft and trl meet; everything it decides comes from the
+pure mapping in `punie_peft.mapping`. Under `accelerate launch` every process runs `train_here`;
+the Trainer shards the data across them (DDP) and only the main process writes files.
+
+The run folder, as the MLX backend leaves it:
+    metrics.jsonl                           one record per report (see punie_peft.metrics)
+    adapters.safetensors, adapter_config.json
+                                            the LoRA in mlx-lm's format (mlx_lm.server, punie eval)
+    peft/                                   the adapter in PEFT's format (transformers, vLLM)
+    model/                                  full fine-tunes: the whole model instead of an adapter
+    backend.json                            what ran where: device, processes, library versions
+The run record (`run.json`) and `config.json` belong to `punie.train.launch`, which calls this
+backend; they are not written here.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from punie.errors import PunieError
+from punie.fsio import atomic_dir, write_json
+from punie.model.resolve import resolve_model
+from punie_peft import mapping
+from punie_peft.backend import library_versions
+from punie_peft.convert import write_mlx_adapter
+from punie_peft.launcher import BACKEND_RECORD
+from punie_peft.merge import keep_base_config
+from punie_peft.metrics import MetricsWriter
+from punie_peft.rows import preference_rows, tokenize_file
+
+PEFT_DIR, MODEL_DIR = "peft", "model"
+
+
+def _check_qlora() -> None:
+    import torch
+
+    if not torch.cuda.is_available():
+        raise PunieError("quantize: 4-bit QLoRA needs a CUDA GPU (bitsandbytes); none is visible")
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise PunieError("quantize: QLoRA needs bitsandbytes: pip install bitsandbytes") from None
+
+
+def load_model(model_dir: Path, *, bits: int | None):
+    """The base model in float32 (bfloat16 compute under QLoRA), ready for PEFT."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    if bits is None:
+        return AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    _check_qlora()
+    from peft import prepare_model_for_kbit_training
+    from transformers import BitsAndBytesConfig
+
+    quant = BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=torch.bfloat16,
+    )
+    model = AutoModelForCausalLM.from_pretrained(
+        model_dir, quantization_config=quant, dtype=torch.bfloat16
+    )
+    return prepare_model_for_kbit_training(model)
+
+
+def _blocks(model) -> Any:
+    return model.get_decoder().layers
+
+
+def _freeze_for_full(model, num_layers: int) -> None:
+    """mlx-lm's full fine-tune trains the last `num_layers` blocks only; so does this one."""
+    blocks = _blocks(model)
+    keep = set(mapping.lora_layers(num_layers, len(blocks)))
+    for p in model.parameters():
+        p.requires_grad = False
+    for i in keep:
+        for p in blocks[i].parameters():
+            p.requires_grad = True
+
+
+def _split(data: Path, name: str) -> Path | None:
+    path = data / f"{name}.jsonl"
+    return path if path.exists() else None
+
+
+def _val_rows(rows: list, config: Any) -> list:
+    n = config.val_batches * config.batch_size
+    return rows if config.val_batches < 0 else rows[:n]
+
+
+def train_here(config: Any, run_dir: Path, on_metrics=None) -> Path:
+    """Train in this process (or one of several under accelerate); return the adapter path."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import datasets
+    import torch
+    import transformers
+    from datasets import Dataset
+    from transformers import AutoTokenizer, PrinterCallback
+
+    datasets.disable_progress_bars()
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+
+    run_dir = Path(run_dir)
+    method = mapping.method(config)
+    bits = mapping.quantize_bits(config)
+    if bits and config.fine_tune_type == "full":
+        raise PunieError("quantize: 4-bit QLoRA trains an adapter; use fine_tune_type lora or dora")
+    if bits:
+        _check_qlora()
+    data = Path(config.data)
+    train_path = _split(data, "train")
+    if train_path is None:
+        raise PunieError(f"data: {data / 'train.jsonl'}: missing")
+    valid_path = _split(data, "valid")
+    model_dir = resolve_model(config.model)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+
+    use_cpu = not torch.cuda.is_available()
+    args = mapping.trainer_kwargs(
+        config, run_dir / ".trainer", use_cpu=use_cpu, has_valid=valid_path is not None
+    )
+    torch.manual_seed(config.seed)
+    model = load_model(model_dir, bits=bits)
+    num_layers = model.config.num_hidden_layers
+    peft_config = None
+    if config.fine_tune_type == "full":
+        _freeze_for_full(model, config.num_layers)
+    else:
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(**mapping.lora_config_kwargs(config, num_layers))
+
+    writer = MetricsWriter(run_dir / "metrics.jsonl", on_metrics)
+    started = time.time()
+    if method == "dpo":
+        from trl import DPOConfig, DPOTrainer
+
+        train_rows = preference_rows(train_path)
+        valid_rows = _val_rows(preference_rows(valid_path), config) if valid_path else None
+        trainer = DPOTrainer(
+            model=model,
+            args=DPOConfig(**args, **mapping.dpo_kwargs(config)),
+            train_dataset=Dataset.from_list(train_rows),
+            eval_dataset=Dataset.from_list(valid_rows) if valid_rows else None,
+            processing_class=tokenizer,
+            peft_config=peft_config,
+            callbacks=[writer],
+        )
+    else:
+        from trl import SFTConfig, SFTTrainer
+
+        def tokens(path: Path) -> list[dict]:
+            return tokenize_file(
+                tokenizer, path, mask_prompt=config.mask_prompt, max_length=config.max_seq_length
+            )
+
+        valid_rows = _val_rows(tokens(valid_path), config) if valid_path else None
+        trainer = SFTTrainer(
+            model=model,
+            args=SFTConfig(**args),
+            train_dataset=Dataset.from_list(tokens(train_path)),
+            eval_dataset=Dataset.from_list(valid_rows) if valid_rows else None,
+            processing_class=tokenizer,
+            peft_config=peft_config,
+            callbacks=[writer],
+        )
+    trainer.remove_callback(PrinterCallback)  # metrics go to metrics.jsonl and on_metrics
+    trainer.train()  # evaluates at the last step too, as mlx-lm does
+    if not trainer.is_world_process_zero():
+        return run_dir
+    adapter = _save(trainer, tokenizer, config, run_dir, model_dir, num_layers)
+    _write_backend_record(run_dir, adapter, started, trainer, method)
+    shutil.rmtree(run_dir / ".trainer", ignore_errors=True)
+    return adapter
+
+
+def _save(trainer, tokenizer, config: Any, run_dir: Path, model_dir: Path, num_layers: int) -> Path:
+    if config.fine_tune_type == "full":
+        with atomic_dir(run_dir / MODEL_DIR) as tmp:
+            trainer.model.save_pretrained(tmp, safe_serialization=True)
+            tokenizer.save_pretrained(tmp)
+            keep_base_config(model_dir, tmp)  # float32 weights; mlx_lm reads the old keys
+        return run_dir / MODEL_DIR
+    with atomic_dir(run_dir / PEFT_DIR) as tmp:
+        trainer.model.save_pretrained(tmp, safe_serialization=True)
+    if config.fine_tune_type == "lora":
+        write_mlx_adapter(run_dir / PEFT_DIR, run_dir, num_layers)
+        return run_dir
+    return run_dir / PEFT_DIR  # DoRA: PEFT format only
+
+
+def _write_backend_record(run_dir, adapter, started, trainer, method) -> None:
+    write_json(
+        run_dir / BACKEND_RECORD,
+        {
+            "backend": "peft",
+            "method": method,
+            "adapter": str(adapter),
+            "peft_adapter": str(run_dir / PEFT_DIR) if (run_dir / PEFT_DIR).is_dir() else None,
+            "wall_s": round(time.time() - started, 2),
+            "iterations": trainer.state.global_step,
+            "device": str(trainer.args.device),
+            "num_processes": trainer.args.world_size,
+            "versions": library_versions(),
+        },
+    )

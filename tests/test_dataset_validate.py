@@ -1,0 +1,104 @@
+"""`validate --model` renders rows through the model's chat template as training will."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from punie.data.sample import splits
+from punie.data.validate import validate
+
+
+def write_rows(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def call(name, **arguments):
+    return {"type": "function", "function": {"name": name, "arguments": arguments}}
+
+
+def problems_of(path, model, **kw):
+    found = []
+    summary = validate(path, model=str(model), on_problem=found.append, **kw)
+    return summary, [str(p) for p in found]
+
+
+def test_sample_set_is_clean_through_the_tiny_models_template(tmp_path, tiny_model):
+    data = write_rows(tmp_path / "d.jsonl", splits(20, 0, 0)["train"])
+    summary, found = problems_of(data, tiny_model)
+    assert found == [] and summary.clean and summary.files[0].rows == 20
+
+
+def test_tool_call_turn_before_the_final_message_is_reported_as_masked(tmp_path, tiny_model):
+    row = {
+        "messages": [
+            {"role": "user", "content": "Read a.py"},
+            {"role": "assistant", "content": "", "tool_calls": [call("read_file", path="a.py")]},
+            {"role": "tool", "content": "print(1)"},
+            {"role": "assistant", "content": "It prints 1."},
+        ]
+    }
+    _, found = problems_of(write_rows(tmp_path / "d.jsonl", [row]), tiny_model)
+    assert len(found) == 1
+    assert found[0].startswith(f"{tmp_path / 'd.jsonl'}:1: messages[1].tool_calls: not the final")
+    assert "masked out of the loss" in found[0]
+    _, unmasked = problems_of(tmp_path / "d.jsonl", tiny_model, mask_prompt=False)
+    assert unmasked == []
+
+
+def test_rows_over_max_seq_length_are_reported_with_their_length(tmp_path, tiny_model):
+    rows = [
+        {
+            "messages": [
+                {"role": "user", "content": "x " * 300},
+                {"role": "assistant", "content": "ok"},
+            ]
+        }
+    ]
+    _, found = problems_of(write_rows(tmp_path / "d.jsonl", rows), tiny_model, max_seq_length=64)
+    assert len(found) == 1 and "tokens > --max-seq-length 64" in found[0]
+
+
+def test_tool_calls_a_template_drops_are_reported(tmp_path, tiny_model):
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model, model)
+    config = json.loads((model / "tokenizer_config.json").read_text())
+    config["chat_template"] = (
+        "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content or '' }}<|im_end|>\n"
+        "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
+    (model / "tokenizer_config.json").write_text(json.dumps(config))
+    for extra in model.glob("chat_template.*"):
+        extra.unlink()
+    data = write_rows(tmp_path / "d.jsonl", splits(3, 0, 0, seed=1)["train"])
+    summary, found = problems_of(data, model)
+    with_calls = [r for r in splits(3, 0, 0, seed=1)["train"] if "tool_calls" in r["messages"][-1]]
+    assert with_calls and len(found) == len(with_calls)
+    assert all("renders no <tool_call>" in p for p in found)
+
+
+@pytest.mark.parametrize(
+    ("messages", "field"),
+    [
+        ([{"role": "assistant", "content": "hi"}], "messages[0].role"),
+        (
+            [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}],
+            "messages[1].role",
+        ),
+        (
+            [{"role": "user", "content": "a"}, {"role": "system", "content": "s"}],
+            "messages[1].role",
+        ),
+        ([{"role": "user", "content": "  "}], "messages[0].content"),
+    ],
+    ids=["assistant-first", "two-users", "late-system", "empty-turn"],
+)
+def test_roles_out_of_order_and_empty_turns_are_problems(tmp_path, messages, field):
+    found = []
+    summary = validate(
+        write_rows(tmp_path / "d.jsonl", [{"messages": messages}]), on_problem=found.append
+    )
+    assert summary.problems == 1 and found[0].field == field and found[0].line == 1

@@ -1,0 +1,92 @@
+"""The client checks who answered. mlx_lm.server echoes the requested model, so a server that
+answers with another model is a fault we can only stage: a few lines of http.server."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from punie.errors import PunieError
+from punie.eval.cache import ResponseCache
+from punie.eval.client import Sampling, Target
+from punie.eval.runner import run_suite
+from punie.eval.suite import Suite
+
+
+def _fake_server(answered_model: str | None):
+    seen = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            seen.append(body)
+            out = json.dumps(
+                {
+                    "model": answered_model or body["model"],
+                    "choices": [{"message": {"content": "Answer: 42"}, "finish_reason": "stop"}],
+                    "usage": {"prompt_tokens": 5, "completion_tokens": 3},
+                }
+            ).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(out)))
+            self.end_headers()
+            self.wfile.write(out)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    return httpd, seen
+
+
+@pytest.fixture
+def honest():
+    httpd, seen = _fake_server(None)
+    yield f"http://127.0.0.1:{httpd.server_port}", seen
+    httpd.shutdown()
+
+
+@pytest.fixture
+def impostor():
+    httpd, _ = _fake_server("some/other-model")
+    yield f"http://127.0.0.1:{httpd.server_port}"
+    httpd.shutdown()
+
+
+def test_a_different_answering_model_fails_the_run(impostor, tmp_path):
+    cache = ResponseCache(tmp_path / "cache")
+    with pytest.raises(PunieError, match="asked for model 'mine' but 'some/other-model' answered"):
+        run_suite(
+            Suite.load("reasoning-basic"), Target(impostor, model="mine"), label="x", cache=cache
+        )
+    assert len(cache) == 0  # an answer from the wrong model is never cached
+
+
+def test_requests_name_model_adapter_and_sampling(honest):
+    url, seen = honest
+    target = Target(url, model="mine", adapter="/adapters/a")
+    sampling = Sampling(temperature=0.7, max_tokens=17, top_p=0.9)
+    result = run_suite(Suite.load("reasoning-basic"), target, label="x", sampling=sampling)
+    assert {(b["model"], b["adapters"], b["temperature"], b["max_tokens"]) for b in seen} == {
+        ("mine", "/adapters/a", 0.7, 17)
+    }
+    assert result.sampling == {"temperature": 0.7, "max_tokens": 17, "top_p": 0.9}
+    assert sum(c.passed for c in result.cases) == 1  # only add-1's answer is 42
+
+
+def test_samples_give_pass_at_k(honest, tmp_path):
+    url, seen = honest
+    suite_file = tmp_path / "s.yaml"
+    suite_file.write_text(
+        "name: s\nkind: reasoning\nscorer: numeric\nsamples: 3\nk: [1, 3]\ncases:\n"
+        "  - {id: a, prompt: q, expect: {answer: 42}}\n"
+        "  - {id: b, prompt: q, expect: {answer: 7}}\n"
+    )
+    result = run_suite(Suite.load(suite_file), Target(url, model="m"), label="x")
+    assert len(seen) == 6
+    assert result.pass_at_k == {"1": 0.5, "3": 0.5}
+    assert [(c.n, c.c) for c in result.cases] == [(3, 3), (3, 0)]

@@ -1,0 +1,141 @@
+"""The peft plugin from the core's side: no torch in the core, discovery, pure mappings.
+
+None of these need torch: they run on a Mac without the `cuda` extra too.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from punie.errors import PunieError
+from punie.train.config import TrainConfig
+from punie_peft import mapping
+from punie_peft.convert import mlx_to_peft, peft_to_mlx
+from punie_peft.launcher import Launch, accelerate_command
+
+
+def _config(**changes) -> TrainConfig:
+    return TrainConfig(model="m", data="d", **changes)
+
+
+def test_core_cli_and_modules_never_import_torch():
+    code = (
+        "import sys\n"
+        "import punie.cli, punie.train.launch, punie.train.config, punie.backends.listing\n"
+        "import punie_peft.backend, punie_peft.mapping, punie_peft.convert\n"
+        "from punie.backends.listing import describe_backends\n"
+        "describe_backends()\n"
+        "print(sorted(m for m in ('torch', 'transformers', 'peft', 'trl') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_backends_command_lists_peft_with_what_it_supports():
+    out = subprocess.run(
+        [sys.executable, "-m", "punie", "backends", "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    rows = {r["name"]: r for r in json.loads(out.stdout)}
+    assert rows["peft"]["methods"] == ["sft", "dpo"]
+    assert rows["peft"]["multi_process"] is True
+    assert set(rows["peft"]["fine_tune_types"]) == {"lora", "dora", "full"}
+    assert "mlx" in rows
+
+
+def test_lora_alpha_is_scale_times_rank_so_both_backends_apply_the_same_update():
+    kwargs = mapping.lora_config_kwargs(_config(rank=8, scale=20.0, num_layers=2), 4)
+    assert kwargs["lora_alpha"] / kwargs["r"] == 20.0
+    assert mapping.lora_scale(kwargs["lora_alpha"], kwargs["r"]) == 20.0
+
+
+def test_lora_targets_the_last_num_layers_blocks_like_mlx():
+    assert mapping.lora_config_kwargs(_config(num_layers=2), 4)["layers_to_transform"] == [2, 3]
+    assert mapping.lora_config_kwargs(_config(num_layers=-1), 4)["layers_to_transform"] == [
+        0, 1, 2, 3,
+    ]  # fmt: skip
+
+
+def test_lora_targets_named_modules_or_every_linear_projection():
+    default = mapping.lora_config_kwargs(_config(), 4)["target_modules"]
+    assert default == ["down_proj", "gate_proj", "k_proj", "o_proj", "q_proj", "up_proj", "v_proj"]
+    named = _config(target_modules=("self_attn.q_proj", "self_attn.v_proj"))
+    assert mapping.lora_config_kwargs(named, 4)["target_modules"] == ["q_proj", "v_proj"]
+
+
+def test_dora_sets_use_dora():
+    assert mapping.lora_config_kwargs(_config(fine_tune_type="dora"), 4)["use_dora"] is True
+
+
+def test_cosine_schedule_with_warmup_maps_to_the_trainer_schedule(tmp_path):
+    cfg = _config(lr_schedule="cosine", warmup_steps=5, iters=50, grad_accumulation_steps=4)
+    kwargs = mapping.trainer_kwargs(cfg, tmp_path, use_cpu=True, has_valid=True)
+    assert kwargs["lr_scheduler_type"] == "cosine"
+    assert kwargs["warmup_steps"] == 5
+    assert kwargs["max_steps"] == 50
+    assert kwargs["gradient_accumulation_steps"] == 4
+
+
+def test_dpo_beta_comes_from_the_config_extra():
+    assert mapping.dpo_kwargs(_config(method="dpo", extra={"beta": 0.3})) == {"beta": 0.3}
+
+
+def test_unknown_method_is_refused_in_one_line():
+    with pytest.raises(PunieError, match="method: 'ppo' is not one of sft, dpo"):
+        mapping.method(_config(method="ppo"))
+
+
+def test_accelerate_command_runs_the_worker_in_n_processes(tmp_path):
+    argv = accelerate_command(Launch(num_processes=4), tmp_path)
+    assert argv[1:3] == ["-m", "accelerate.commands.launch"]
+    assert argv[argv.index("--num_processes") + 1] == "4"
+    assert argv[-3:] == ["-m", "punie_peft.worker", str(tmp_path)]
+
+
+def test_two_node_accelerate_command_names_the_main_machine(tmp_path):
+    plan = Launch(num_processes=16, num_machines=2, machine_rank=1, main_process_ip="10.0.0.1")
+    argv = accelerate_command(plan, tmp_path)
+    assert argv[argv.index("--machine_rank") + 1] == "1"
+    assert argv[argv.index("--main_process_ip") + 1] == "10.0.0.1"
+    with pytest.raises(PunieError, match="main_process_ip"):
+        accelerate_command(Launch(num_processes=16, num_machines=2), tmp_path)
+
+
+def test_accelerate_config_file_replaces_the_ddp_flag(tmp_path):
+    argv = accelerate_command(Launch(num_processes=8, config_file="fsdp.yaml"), tmp_path)
+    assert argv[argv.index("--config_file") + 1] == "fsdp.yaml"
+    assert "--multi_gpu" not in argv
+
+
+def test_mlx_adapter_converts_to_peft_layout_and_back_exactly():
+    rng = np.random.default_rng(0)
+    mlx = {
+        "model.layers.3.self_attn.q_proj.lora_a": rng.normal(size=(128, 8)).astype(np.float32),
+        "model.layers.3.self_attn.q_proj.lora_b": rng.normal(size=(8, 64)).astype(np.float32),
+    }
+    config = {"fine_tune_type": "lora", "num_layers": 1,
+              "lora_parameters": {"rank": 8, "scale": 20.0, "dropout": 0.0}}  # fmt: skip
+    peft, peft_config = mlx_to_peft(mlx, config)
+    a = peft["base_model.model.model.layers.3.self_attn.q_proj.lora_A.weight"]
+    b = peft["base_model.model.model.layers.3.self_attn.q_proj.lora_B.weight"]
+    assert a.shape == (8, 128) and b.shape == (64, 8)
+    assert peft_config["lora_alpha"] == 160.0
+    assert peft_config["layers_to_transform"] == [3]
+    back, back_config = peft_to_mlx(peft, peft_config, num_hidden_layers=4)
+    assert back_config["num_layers"] == 1
+    assert back_config["lora_parameters"]["scale"] == 20.0
+    assert back_config["lora_parameters"]["keys"] == ["self_attn.q_proj"]
+    for key, value in mlx.items():
+        np.testing.assert_array_equal(back[key], value)
+
+
+def test_dora_adapter_conversion_is_refused_in_one_line():
+    with pytest.raises(PunieError, match="only LoRA adapters convert"):
+        mlx_to_peft({}, {"fine_tune_type": "dora", "lora_parameters": {"rank": 8, "scale": 1}})

@@ -1,0 +1,95 @@
+"""Small, fast training data and configs shared by the tests/test_train_*.py files."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "read_file",
+            "description": "Read a file.",
+            "parameters": {
+                "type": "object",
+                "properties": {"path": {"type": "string"}},
+                "required": ["path"],
+            },
+        },
+    }
+]
+FILES = ["a.py", "b.md", "c.txt", "main.py", "util.py", "x.json", "setup.cfg", "doc.md"]
+
+
+def tool_call(path: str) -> dict:
+    return {"type": "function", "function": {"name": "read_file", "arguments": {"path": path}}}
+
+
+def multi_turn_row(path: str, tools: list | None = None) -> dict:
+    """A tool call in an earlier assistant turn, then the tool's answer, then a final answer."""
+    row = {
+        "messages": [
+            {"role": "user", "content": f"Open {path}"},
+            {"role": "assistant", "content": "", "tool_calls": [tool_call(path)]},
+            {"role": "tool", "content": "ok"},
+            {"role": "assistant", "content": f"Read {path}."},
+        ]
+    }
+    if tools:
+        row["tools"] = tools
+    return row
+
+
+def single_turn_row(path: str) -> dict:
+    return {
+        "messages": [
+            {"role": "user", "content": f"Show {path}"},
+            {"role": "assistant", "content": "", "tool_calls": [tool_call(path)]},
+        ]
+    }
+
+
+def write_data(folder: Path, n_train: int = 48, n_valid: int = 8, seed: int = 0) -> Path:
+    rng = random.Random(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, n in (("train", n_train), ("valid", n_valid)):
+        rows = []
+        for _ in range(n):
+            path = rng.choice(FILES)
+            rows.append(multi_turn_row(path) if rng.random() < 0.5 else single_turn_row(path))
+        with open(folder / f"{name}.jsonl", "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(r) + "\n" for r in rows)
+    return folder
+
+
+def config_toml(model: Path, data: Path, **overrides) -> str:
+    """A small, fast training config as TOML text."""
+    values = {
+        "model": str(model),
+        "data": str(data),
+        "rank": 4,
+        "scale": 5.0,
+        "num_layers": -1,
+        "learning_rate": 2e-3,
+        "batch_size": 2,
+        "iters": 32,
+        "max_seq_length": 256,
+        "mask_prompt": True,
+        "steps_per_report": 1,
+        "steps_per_eval": 8,
+        "val_batches": -1,
+        "save_every": 8,
+        "seed": 0,
+    }
+    values.update(overrides)
+    lines = []
+    for key, value in values.items():
+        if isinstance(value, bool):
+            lines.append(f"{key} = {'true' if value else 'false'}")
+        elif isinstance(value, str):
+            lines.append(f"{key} = {json.dumps(value)}")
+        else:
+            lines.append(f"{key} = {value!r}")
+    return "\n".join(lines) + "\n"
