@@ -15,7 +15,12 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from punie import __version__
+from punie.backends.cli import backends_command
+from punie.data.cli import dataset_app
 from punie.errors import PunieError
+from punie.eval.cli import app as eval_app
+from punie.serve.cli import serve as serve_command
+from punie.train.cli import fuse_command, runs_app, train_command
 
 console = Console(stderr=True)
 
@@ -32,32 +37,16 @@ app = typer.Typer(
 )
 
 model_app = typer.Typer(help="Build or fetch models (the embedded tiny model, hub models).")
+
+# The loop in order: model -> data -> train -> serve/eval; then records and plumbing.
 app.add_typer(model_app, name="model")
-
-from punie.eval.cli import app as eval_app  # noqa: E402
-from punie.serve.cli import serve as serve_command  # noqa: E402
-
-app.add_typer(eval_app, name="eval")
-app.command("serve")(serve_command)
-
-from punie.data.cli import dataset_app  # noqa: E402
-
 app.add_typer(dataset_app, name="dataset")
-
-from punie.train.cli import fuse_command, runs_app, train_command  # noqa: E402
-
 app.command("train")(train_command)
 app.add_typer(runs_app, name="runs")
 app.command("fuse")(fuse_command)
-
-from punie.backends.cli import backends_command  # noqa: E402
-
+app.command("serve")(serve_command)
+app.add_typer(eval_app, name="eval")
 app.command("backends")(backends_command)
-
-
-def fail(message: str, code: int = 2) -> None:
-    console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
 
 
 @app.callback(invoke_without_command=True)
@@ -71,7 +60,9 @@ def _main(
 
 @model_app.command("tiny")
 def model_tiny(
-    out: Annotated[Path, typer.Argument(help="Folder to write the model to (replaced if present).")],
+    out: Annotated[
+        Path, typer.Argument(help="Folder to write the model to (replaced if present).")
+    ],
     seed: Annotated[int, typer.Option(help="Seed for the random weights.")] = 0,
 ) -> None:
     """Write the embedded tiny model: Qwen2 architecture, random weights, a locally trained

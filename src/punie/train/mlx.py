@@ -103,4 +103,3 @@ def lora_command(config: TrainConfig, yaml_path: Path) -> list[str]:
     if config.grad_checkpoint:
         cmd.append("--grad-checkpoint")
     return cmd
-
