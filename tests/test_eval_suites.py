@@ -121,7 +121,7 @@ def test_missing_response_fails_that_case(tmp_path):
 def test_bad_responses_line_is_named(tmp_path):
     suite = Suite.load(write(tmp_path, TOOLS_SUITE))
     responses = write(tmp_path, '{"id": "read-1", "content": ""}\n{oops\n', "r.jsonl")
-    with pytest.raises(PunieError, match=r"r\.jsonl:2: not JSON"):
+    with pytest.raises(PunieError, match=r"r\.jsonl:2: not valid JSON"):
         score_file(suite, responses)
 
 

@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from punie.errors import PunieError
+
 
 @contextlib.contextmanager
 def atomic_file(path: Path | str, mode: str = "w") -> Iterator[IO[Any]]:
@@ -63,3 +65,40 @@ def write_jsonl(path: Path | str, rows: Any) -> int:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
             n += 1
     return n
+
+
+def read_jsonl(path: Path | str) -> Iterator[tuple[int, dict]]:
+    """Stream `(line number, row)` from a JSONL file, skipping blank lines.
+
+    A line that is not a JSON object is a one-line PunieError naming the file and line.
+    """
+    try:
+        f = open(path, encoding="utf-8")  # noqa: SIM115 - closed by the with below
+    except OSError as e:
+        raise PunieError(f"{path}: cannot read ({e.strerror})") from None
+    with f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise PunieError(f"{path}:{n}: not valid JSON ({e.msg})") from None
+            if not isinstance(row, dict):
+                raise PunieError(f"{path}:{n}: a row must be a JSON object")
+            yield n, row
+
+
+def read_jsonl_tolerant(path: Path | str) -> list[dict]:
+    """The rows of a log-like JSONL file (metrics, events) that a writer may have been killed
+    while appending to: a missing file is empty, and a cut-short line is skipped."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        with contextlib.suppress(json.JSONDecodeError):
+            row = json.loads(line)
+            if isinstance(row, dict):
+                rows.append(row)
+    return rows

@@ -19,11 +19,11 @@ template's own token ids; `text` rows get the EOS appended).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from punie.errors import PunieError
+from punie.fsio import read_jsonl
 from punie.train.masking import assistant_spans
 
 IGNORE = -100
@@ -40,18 +40,7 @@ class Tokenized:
 
 def read_rows(path: Path) -> list[dict]:
     """JSONL rows; a bad line is a one-line error naming the file and line."""
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise PunieError(f"{path}:{n}: not valid JSON ({e.msg})") from None
-            if not isinstance(row, dict):
-                raise PunieError(f"{path}:{n}: a row must be a JSON object")
-            rows.append(row)
+    rows = [row for _, row in read_jsonl(path)]
     if not rows:
         raise PunieError(f"{path}: no rows")
     return rows

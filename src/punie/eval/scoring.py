@@ -6,7 +6,6 @@ Each kind registers a scorer in `SCORERS`; nothing else branches on the kind. `s
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ from punie.eval.stats import pass_at_k
 from punie.eval.suite import Case, Suite
 from punie.eval.toolcalls import score_tool_calls
 from punie.eval.verdict import Response, Verdict
+from punie.fsio import read_jsonl
 
 Scorer = Callable[[Suite, Case, Response], Verdict]
 
@@ -78,18 +78,8 @@ def score_case(suite: Suite, case: Case, responses: list[Response]) -> ScoredCas
 def read_responses(path: Path) -> dict[str, list[Response]]:
     """Responses JSONL by case id; a bad line fails naming its file and line."""
     out: dict[str, list[Response]] = {}
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except OSError as e:
-        raise PunieError(f"{path}: cannot read responses ({e.strerror})") from e
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            data = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise PunieError(f"{path}:{n}: not JSON ({e.msg})") from e
-        if not isinstance(data, dict) or "id" not in data:
+    for n, data in read_jsonl(path):
+        if "id" not in data:
             raise PunieError(f"{path}:{n}: id: missing")
         if not isinstance(data.get("content", ""), str | None):
             raise PunieError(f"{path}:{n}: content: must be a string")

@@ -17,7 +17,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from punie import __version__
 from punie.eval.runner import EvalResult
 from punie.eval.stats import wilson
-from punie.fsio import atomic_file
+from punie.fsio import atomic_file, read_jsonl_tolerant
 from punie.report.compare import Comparison, compare
 
 COLOURS = ("#5b7bd5", "#2e9e62", "#e07b39", "#8e5bd5", "#c9a227", "#3aa6b9")
@@ -81,13 +81,9 @@ def loss_chart(metrics_path: Path | str | None, width: int = 640, height: int = 
     if not metrics_path or not Path(metrics_path).is_file():
         return None
     series: dict[str, list[tuple[float, float]]] = {"train_loss": [], "val_loss": []}
-    for line in Path(metrics_path).read_text().splitlines():
-        try:
-            m = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a line the trainer was writing when it stopped
+    for m in read_jsonl_tolerant(metrics_path):
         for key, points in series.items():
-            if isinstance(m, dict) and m.get(key) is not None and "iteration" in m:
+            if m.get(key) is not None and "iteration" in m:
                 points.append((m["iteration"], m[key]))
     points = series["train_loss"] + series["val_loss"]
     if not points:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from punie.errors import PunieError
-from punie.fsio import atomic_dir, atomic_file
+from punie.fsio import atomic_dir, atomic_file, read_jsonl
 from punie.model.resolve import resolve_model
 from punie.proc import child_process, python_module
 from punie.train import runs
@@ -86,15 +86,13 @@ def parity_prompts(data: Path, n: int = PARITY_PROMPTS) -> list[dict[str, Any]]:
         path = data / f"{split}.jsonl"
         if not path.is_file():
             continue
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                row = json.loads(line) if line.strip() else {}
-                messages = row.get("messages") or []
-                first = next((i for i, m in enumerate(messages) if m["role"] == "assistant"), None)
-                if first:
-                    prompts.append({"messages": messages[:first], "tools": row.get("tools")})
-                if len(prompts) >= n:
-                    return prompts
+        for _, row in read_jsonl(path):
+            messages = row.get("messages") or []
+            first = next((i for i, m in enumerate(messages) if m["role"] == "assistant"), None)
+            if first:
+                prompts.append({"messages": messages[:first], "tools": row.get("tools")})
+            if len(prompts) >= n:
+                return prompts
     return prompts or [{"messages": m} for m in _FALLBACK_PROMPTS]
 
 

@@ -16,7 +16,6 @@ saved and restored (`Cursor`), so a resumed run sees the same batches an uninter
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ import numpy as np
 from mlx_lm.tuner.datasets import CacheDataset, create_dataset
 
 from punie.errors import PunieError
+from punie.fsio import read_jsonl
 
 Span = tuple[int, int]  # [start, end) token positions that carry loss
 
@@ -130,8 +130,7 @@ def load_split(data: Path, name: str, tokenizer: Any, mask_prompt: bool):
     path = Path(data) / f"{name}.jsonl"
     if not path.is_file():
         return []
-    with open(path, encoding="utf-8") as f:
-        rows = [json.loads(line) for line in f if line.strip()]
+    rows = [row for _, row in read_jsonl(path)]
     return make_dataset(rows, tokenizer, mask_prompt, source=str(path))
 
 

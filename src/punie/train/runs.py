@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from punie.errors import PunieError
-from punie.fsio import write_json
+from punie.fsio import read_jsonl_tolerant, write_json
 
 RUN_FILE = "run.json"
 CONFIG_FILE = "config.json"
@@ -70,16 +70,7 @@ def git_commit(cwd: Path | None = None) -> str | None:
 
 def read_metrics(path: Path | str) -> list[dict[str, Any]]:
     """The records of a metrics.jsonl; a last line cut short by a kill is skipped."""
-    path = Path(path)
-    if not path.is_file():
-        return []
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return rows
+    return read_jsonl_tolerant(path)
 
 
 def summarize_metrics(rows: list[dict[str, Any]]) -> dict[str, Any]:

@@ -255,20 +255,16 @@ class Loop:
 
     def _truncate_metrics(self) -> None:
         """Drop records past the checkpoint: the resumed run writes them again."""
-        from punie.fsio import write_jsonl
+        from punie.fsio import read_jsonl_tolerant, write_jsonl
 
         path = self.run_dir / "metrics.jsonl"
         self.metrics.close()
-        kept = []
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line cut short by a kill
-            after = row["iteration"] > self.start
-            redo_val = row["iteration"] == self.start and "val_loss" in row
-            if not (after or redo_val):
-                kept.append(row)
+        kept = [
+            row
+            for row in read_jsonl_tolerant(path)
+            if row["iteration"] < self.start
+            or (row["iteration"] == self.start and "val_loss" not in row)
+        ]
         write_jsonl(path, kept)
         self.metrics = open(path, "a", encoding="utf-8")  # noqa: SIM115
 
