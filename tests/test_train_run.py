@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from punie.train.runs import file_sha256, read_metrics
+from punie.fsio import file_sha256
+from punie.train.runs import read_metrics
 from train_support import config_toml, write_data
 
 pytestmark = pytest.mark.slow

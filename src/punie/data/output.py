@@ -22,7 +22,7 @@ from typing import IO, Any
 from punie import __version__
 from punie.data.formats import DataFile, Problem
 from punie.errors import PunieError
-from punie.fsio import atomic_dir, atomic_file, write_json
+from punie.fsio import atomic_dir, atomic_file, file_sha256, write_json
 
 
 class Sink:
@@ -137,11 +137,3 @@ def _manifest(
         "outputs": outputs,
         "counts": out.counts,
     }
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()

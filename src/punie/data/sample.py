@@ -14,55 +14,21 @@ from dataclasses import dataclass
 
 SYSTEM_PROMPT = "You are Punie, a coding agent. Use a tool when one fits the request."
 
+
+def _tool(name: str, description: str, param: str) -> dict:
+    """An OpenAI function tool with one required string parameter."""
+    parameters = {"type": "object", "properties": {param: {"type": "string"}}, "required": [param]}
+    return {
+        "type": "function",
+        "function": {"name": name, "description": description, "parameters": parameters},
+    }
+
+
 TOOLS: list[dict] = [
-    {
-        "type": "function",
-        "function": {
-            "name": "read_file",
-            "description": "Read a text file.",
-            "parameters": {
-                "type": "object",
-                "properties": {"path": {"type": "string"}},
-                "required": ["path"],
-            },
-        },
-    },
-    {
-        "type": "function",
-        "function": {
-            "name": "list_dir",
-            "description": "List a folder.",
-            "parameters": {
-                "type": "object",
-                "properties": {"path": {"type": "string"}},
-                "required": ["path"],
-            },
-        },
-    },
-    {
-        "type": "function",
-        "function": {
-            "name": "search_code",
-            "description": "Search the code for a word.",
-            "parameters": {
-                "type": "object",
-                "properties": {"query": {"type": "string"}},
-                "required": ["query"],
-            },
-        },
-    },
-    {
-        "type": "function",
-        "function": {
-            "name": "run_command",
-            "description": "Run a shell command.",
-            "parameters": {
-                "type": "object",
-                "properties": {"command": {"type": "string"}},
-                "required": ["command"],
-            },
-        },
-    },
+    _tool("read_file", "Read a text file.", "path"),
+    _tool("list_dir", "List a folder.", "path"),
+    _tool("search_code", "Search the code for a word.", "query"),
+    _tool("run_command", "Run a shell command.", "command"),
 ]
 
 _PHRASES = {
@@ -71,7 +37,7 @@ _PHRASES = {
     "search_code": ["Search the code for {}", "Find {} in the code", "Where is {} used?"],
     "run_command": ["Run {}", "Execute {}", "Please run the command {}"],
 }
-_ARG = {"read_file": "path", "list_dir": "path", "search_code": "query", "run_command": "command"}
+_ARG = {t["function"]["name"]: t["function"]["parameters"]["required"][0] for t in TOOLS}
 _SMALL_TALK = [
     ("Hello", "Hello! What should I work on?"),
     ("Thanks!", "You are welcome."),

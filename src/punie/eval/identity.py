@@ -14,6 +14,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from punie.fsio import file_sha256
+
 MODEL_FILES = ("*.safetensors", "*.json", "*.jinja", "tokenizer.model", "*.tiktoken")
 ADAPTER_FILES = ("adapters.safetensors", "adapter_config.json")
 
@@ -63,11 +65,7 @@ def folder_hash(folder: Path, patterns: tuple[str, ...]) -> str | None:
 @functools.lru_cache(maxsize=256)
 def _file_hash(path: str, size: int, mtime_ns: int) -> str:
     # Memoised on (path, size, mtime) so a process that evaluates often hashes the weights once.
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
+    return file_sha256(path)
 
 
 def _template_hash(folder: Path) -> str | None:

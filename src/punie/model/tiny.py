@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from punie.fsio import atomic_dir
+from punie.fsio import atomic_dir, write_json
 
 SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
 # Added but not special: they must survive decoding so the server's tool parser sees them.
@@ -177,20 +177,16 @@ def build_tiny_model(out: Path, *, seed: int = 0, shape: TinyShape = TinyShape()
 
     with atomic_dir(out) as tmp:
         tokenizer.save(str(tmp / "tokenizer.json"))
-        _write_json(tmp / "tokenizer_config.json", _tokenizer_config(tokenizer))
-        _write_json(
+        write_json(tmp / "tokenizer_config.json", _tokenizer_config(tokenizer))
+        write_json(
             tmp / "special_tokens_map.json",
             {"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"},
         )
-        _write_json(tmp / "config.json", _model_config(shape, eos_id, pad_id))
-        _write_json(
+        write_json(tmp / "config.json", _model_config(shape, eos_id, pad_id))
+        write_json(
             tmp / "generation_config.json",
             {"eos_token_id": eos_id, "pad_token_id": pad_id, "do_sample": False},
         )
         write_safetensors(tmp / "model.safetensors", _weights(shape, seed))
-        _write_json(tmp / "punie_tiny.json", {"seed": seed, "shape": asdict(shape)})
+        write_json(tmp / "punie_tiny.json", {"seed": seed, "shape": asdict(shape)})
     return out
-
-
-def _write_json(path: Path, data: dict) -> None:
-    path.write_text(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n")

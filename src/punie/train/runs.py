@@ -10,7 +10,6 @@ any backend that writes the same metrics.jsonl schema gets the same record.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
@@ -19,21 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from punie.errors import PunieError
-from punie.fsio import read_jsonl_tolerant, write_json
+from punie.fsio import file_sha256, read_jsonl_tolerant, write_json
 
 RUN_FILE = "run.json"
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
 DEFAULT_RUNS_DIR = Path("adapters")
 STATUSES = ("running", "completed", "interrupted", "failed")
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def data_manifest(data: Path | str) -> dict[str, dict[str, Any]]:
