@@ -7,8 +7,8 @@ Generates N tool-calling chat rows (the sample task's shape, with its tool schem
 about 5% exact duplicates), then times validate, filter, dedupe and mix done three ways: `punie
 dataset`, HF `datasets` (load_dataset json, then filter/map, then to_json), and jq where it
 applies. Each run is its own subprocess, measured by a small wrapper process whose only child it
-is, so `getrusage(RUSAGE_CHILDREN).ru_maxrss` is that run's peak RSS. Punie's validate and filter
-also run on a tenth of the rows, to show their peak memory does not grow with input size.
+is, so `getrusage(RUSAGE_CHILDREN).ru_maxrss` is that run's peak RSS. Punie also runs each
+operation on a tenth of the rows, to show its peak memory does not grow with input size.
 """
 
 from __future__ import annotations
@@ -133,11 +133,13 @@ def main() -> None:
     env = {**os.environ, "HF_DATASETS_CACHE": str(work / "hf-cache"), "HF_HUB_OFFLINE": "1"}
     try:
         n = args.rows
-        src, other, small = work / "chat.jsonl", work / "other.jsonl", work / "small.jsonl"
+        src, other = work / "chat.jsonl", work / "other.jsonl"
+        small, small_other = work / "small.jsonl", work / "small-other.jsonl"
         t = time.perf_counter()
         generate(src, n, args.seed)
         generate(other, n, args.seed + 1)
         generate(small, max(n // 10, 1), args.seed)
+        generate(small_other, max(n // 10, 1), args.seed + 1)
         size_mb = src.stat().st_size / 1e6
         print(
             f"generated 2 x {n} rows ({size_mb:.0f} MB each) in {time.perf_counter() - t:.0f}s",
@@ -188,6 +190,8 @@ def main() -> None:
             },
             "dedupe": {
                 "punie": punie + ["dedupe", str(src), "-o", str(work / "d.jsonl"), "--no-near"],
+                "punie (N/10)": punie
+                + ["dedupe", str(small), "-o", str(work / "ds.jsonl"), "--no-near"],
                 "datasets": [
                     py,
                     __file__,
@@ -208,6 +212,16 @@ def main() -> None:
                     str(work / "m.jsonl"),
                     "--total",
                     str(n),
+                ],
+                "punie (N/10)": punie
+                + [
+                    "mix",
+                    f"{small}=0.5",
+                    f"{small_other}=0.5",
+                    "-o",
+                    str(work / "ms.jsonl"),
+                    "--total",
+                    str(max(n // 10, 1)),
                 ],
                 "datasets": [
                     py,
@@ -235,12 +249,19 @@ def main() -> None:
                 results[(op, tool)] = r
                 rate, wall, rss = rows / r["wall"], r["wall"], r["rss_mb"]
                 print(f"{op:<9} {tool:<13} {rate:>10,.0f} {wall:>8.1f} {rss:>12.0f}", flush=True)
-        print("\nratios (punie vs datasets): throughput x, peak memory fraction")
+        print(
+            "\npunie vs datasets: throughput ratio, peak memory fraction; punie's own peak at N/10"
+        )
         for op in ops:
             p, d = results.get((op, "punie")), results.get((op, "datasets"))
+            tenth = results.get((op, "punie (N/10)"))
+            line = f"{op:<9}"
             if p and d:
                 speed, memory = d["wall"] / p["wall"], p["rss_mb"] / d["rss_mb"]
-                print(f"{op:<9} {speed:>5.1f}x the throughput, {memory:.2f} of the peak memory")
+                line += f" {speed:>5.1f}x the throughput, {memory:.2f} of the peak memory;"
+            if p and tenth:
+                line += f" {p['rss_mb']:.0f} MB at N vs {tenth['rss_mb']:.0f} MB at N/10"
+            print(line)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

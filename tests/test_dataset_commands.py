@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from collections import Counter
+from pathlib import Path
 
 import yaml
 
@@ -56,6 +57,45 @@ def test_download_hub_offline_fails_with_one_line(tmp_path):
     assert result.stderr.strip().count("\n") == 0
     assert "someone/some-data: not in the local Hugging Face cache" in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_download_hub_id_reads_the_cached_snapshot_through_the_converters(tmp_path):
+    """The real huggingface-hub path, served from a cache laid out as a download leaves it."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "datasets--someone--agent-data"
+    snapshot = repo / "snapshots" / commit
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    (snapshot / "data").mkdir(parents=True)
+    share = {"conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "yo"}]}
+    write_rows(snapshot / "data" / "train.jsonl", [share] * 3)
+    alpaca = {"instruction": ["Add 1 and 2", "Say no"], "input": ["", ""], "output": ["3", "no"]}
+    pq.write_table(pa.table(alpaca), snapshot / "data" / "validation-00000-of-00001.parquet")
+    (snapshot / "README.md").write_text("# not data\n")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub")}
+    result = subprocess.run(
+        [sys.executable, "-m", "punie", "dataset", "download", "someone/agent-data", "-o", "out"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert read_rows(tmp_path / "out" / "train.jsonl") == [chat("hi", "yo")] * 3
+    assert read_rows(tmp_path / "out" / "valid.jsonl") == [
+        chat("Add 1 and 2", "3"),
+        chat("Say no", "no"),
+    ]
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["counts"] == {"train": 3, "valid": 2, "source": "someone/agent-data"}
+    assert sorted(Path(i["path"]).name for i in manifest["inputs"]) == [
+        "train.jsonl",
+        "validation-00000-of-00001.parquet",
+    ]
 
 
 def test_stats_counts_kinds_tools_tokens_and_duplicates(tmp_path, tiny_model):
@@ -232,6 +272,16 @@ def test_mix_hits_ratios_exactly_and_dedupes_across_sources(tmp_path):
     ]
 
 
+def test_mix_of_one_file_named_twice_takes_each_row_once(tmp_path):
+    a = write_rows(tmp_path / "a.jsonl", [chat(f"a{i}") for i in range(50)] + [chat("a3")])
+    o = mix([Source(str(a), 0.5), Source(str(a), 0.5)], tmp_path / "m.jsonl", total=60, seed=2)
+    got = [r["messages"][0]["content"] for r in read_rows(tmp_path / "m.jsonl")]
+    # The second naming repeats every row of the first, so it has nothing of its own to give.
+    assert sorted(got) == sorted(f"a{i}" for i in range(50))
+    assert [s["available"] for s in o.counts["sources"]] == [50, 0]
+    assert o.counts["duplicates_dropped"] == 52 and "asked for 60 rows" in o.counts["notes"][0]
+
+
 def test_mix_redistributes_when_a_source_runs_short_and_says_so():
     take, notes = allocate([10, 1000, 1000], [0.5, 0.25, 0.25], total=100)
     assert take == [10, 45, 45] and "source 1 ran short" in notes[0]
@@ -246,6 +296,52 @@ def test_merge_keeps_each_rows_source_in_a_seeded_shuffle(tmp_path):
     assert [r["messages"][0]["content"] for r in rows] != [f"a{i}" for i in range(30)] + [
         f"b{i}" for i in range(30)
     ]
+
+
+def test_merge_shuffles_through_buckets_on_disk_and_loses_no_row(tmp_path, monkeypatch):
+    import punie.data.mix
+
+    rows = {s: [chat(f"{s}{i}") for i in range(200)] for s in ("train", "valid")}
+    for name in ("x", "y"):
+        (tmp_path / name).mkdir()
+        for s, split_rows in rows.items():
+            write_rows(tmp_path / name / f"{s}.jsonl", split_rows)
+    monkeypatch.setattr(punie.data.mix, "BUCKET_BYTES", 4096)  # about 10 buckets, not 1
+    o = merge([tmp_path / "x", tmp_path / "y"], tmp_path / "m", seed=5)
+    assert o.counts["rows"] == {"train": 400, "valid": 400}
+    train = read_rows(tmp_path / "m" / "train.jsonl")
+    assert Counter(r["messages"][0]["content"] for r in train) == {
+        f"train{i}": 2 for i in range(200)
+    }
+    assert Counter(r["source"] for r in train) == {
+        str(tmp_path / n / "train.jsonl"): 200 for n in "xy"
+    }
+    # Shuffled across buckets: the first 40 rows come from all over the input, not one corner.
+    first = [int(r["messages"][0]["content"][5:]) for r in train[:40]]
+    assert max(first) - min(first) > 150
+
+
+def test_seen_store_remembers_first_places_and_repeats_on_disk():
+    from punie.data.seen import FirstSeen
+
+    with FirstSeen() as seen:
+        assert seen.first(2**64 - 1, 10) is None and seen.first(2**64 - 1, 11) == 10
+        assert seen.get(5) is None and seen.first(5, 12) is None and seen.get(5) == 12
+        assert seen.first_of([7, 8], 13) is None and seen.first_of([9, 8, 5], 14) == 12
+        assert seen.get(9) is None  # a row found to repeat is not remembered
+        for at in (30, 21, 40):
+            seen.repeat(at)
+        assert list(seen.repeats(20, 40)) == [21, 30]
+        folder = seen._dir.name
+    assert not os.path.exists(folder)
+
+
+def test_rows_json_accepts_but_orjson_does_not_are_read_the_json_way(tmp_path):
+    big = {"text": "x", "n": 2**70, "f": float("nan")}
+    data = tmp_path / "d.jsonl"
+    data.write_text(json.dumps(big) + "\n" + json.dumps(big) + "\n")
+    o = dedupe_dataset(data, tmp_path / "out.jsonl", near=False)
+    assert o.counts["kept"] == 1 and o.counts["removed"] == {"exact duplicate": 1}
 
 
 def test_decontaminate_drops_rows_holding_an_eval_prompt(tmp_path):

@@ -62,17 +62,27 @@ def test_rows_over_max_seq_length_are_reported_with_their_length(tmp_path, tiny_
     assert len(found) == 1 and "tokens > --max-seq-length 64" in found[0]
 
 
-def test_tool_calls_a_template_drops_are_reported(tmp_path, tiny_model):
+# Renders content only: tool calls vanish.
+PLAIN = (
+    "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content or '' }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def with_template(tmp_path, tiny_model, template):
+    """A copy of the tiny model whose tokenizer uses `template`."""
     model = tmp_path / "model"
     shutil.copytree(tiny_model, model)
     config = json.loads((model / "tokenizer_config.json").read_text())
-    config["chat_template"] = (
-        "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content or '' }}<|im_end|>\n"
-        "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-    )
+    config["chat_template"] = template
     (model / "tokenizer_config.json").write_text(json.dumps(config))
     for extra in model.glob("chat_template.*"):
         extra.unlink()
+    return model
+
+
+def test_tool_calls_a_template_drops_are_reported(tmp_path, tiny_model):
+    model = with_template(tmp_path, tiny_model, PLAIN)
     data = write_rows(tmp_path / "d.jsonl", splits(3, 0, 0, seed=1)["train"])
     summary, found = problems_of(data, model)
     with_calls = [r for r in splits(3, 0, 0, seed=1)["train"] if "tool_calls" in r["messages"][-1]]
@@ -102,3 +112,44 @@ def test_roles_out_of_order_and_empty_turns_are_problems(tmp_path, messages, fie
         write_rows(tmp_path / "d.jsonl", [{"messages": messages}]), on_problem=found.append
     )
     assert summary.problems == 1 and found[0].field == field and found[0].line == 1
+
+
+def preference(chosen_call=True, **extra):
+    call_it = {"role": "assistant", "content": "", "tool_calls": [call("read_file", path="a.py")]}
+    chosen = call_it if chosen_call else {"role": "assistant", "content": "Here it is."}
+    return {
+        "prompt": [{"role": "user", "content": "Show me a.py"}],
+        "chosen": [chosen],
+        "rejected": [{"role": "assistant", "content": "I cannot read files."}],
+        **extra,
+    }
+
+
+def test_preference_rows_render_through_the_template_as_trl_renders_them(tmp_path, tiny_model):
+    data = write_rows(tmp_path / "d.jsonl", [preference()])
+    summary, found = problems_of(data, tiny_model)
+    assert found == [] and summary.files[0].kind == "preference"
+    _, found = problems_of(data, tiny_model, max_seq_length=20)
+    assert [p.split(": ")[1] for p in found] == ["chosen", "rejected"]
+    assert "prompt + chosen: " in found[0] and "tokens > --max-seq-length 20" in found[0]
+    _, found = problems_of(data, with_template(tmp_path, tiny_model, PLAIN))
+    assert found == [
+        f"{data}:1: chosen[0].tool_calls: the chat template renders no <tool_call> for this turn"
+    ]
+
+
+def test_preference_prompt_the_template_renders_differently_is_reported(tmp_path, tiny_model):
+    # Like some reasoning templates: the generation prompt opens a <think> the full render lacks.
+    template = PLAIN.replace("assistant\n{% endif %}", "assistant\n<think>{% endif %}")
+    model = with_template(tmp_path, tiny_model, template)
+    data = write_rows(tmp_path / "d.jsonl", [preference(chosen_call=False)])
+    _, found = problems_of(data, model)
+    assert len(found) == 2 and all("renders the prompt differently" in p for p in found)
+
+
+def test_preference_rows_mixing_text_and_messages_are_refused(tmp_path):
+    row = {**preference(), "chosen": "a string answer"}
+    found = []
+    validate(write_rows(tmp_path / "d.jsonl", [row]), on_problem=found.append)
+    assert [(p.line, p.field) for p in found] == [(1, "row")]
+    assert "prompt and rejected are message lists but the rest are strings" in found[0].reason

@@ -6,8 +6,8 @@ MinHash signature, cut into 8 bands of 8; two rows sharing a band are near dupli
 catches pairs above about 0.8 Jaccard similarity (and few below 0.6).
 
 Splits are read test, valid, train, and the first copy is kept: a training row that repeats an
-eval row is the one removed. The state is a few integers per kept row (bounded per-row state, not
-the rows themselves): about 100 bytes per row exact-only, about 1 KB with near duplicates.
+eval row is the one removed. The hashes and band keys seen so far live in a temporary SQLite file
+(`punie.data.seen`), so memory stays flat as the input grows.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import numpy as np
 
 from punie.data.formats import Record, content_key, texts, tool_calls
 from punie.data.pipeline import keep_rows
+from punie.data.seen import FirstSeen
 
 ORDER = ("test", "valid", "train", "")
 _PERM, _BANDS = 64, 8
@@ -51,28 +52,38 @@ def band_keys(row: dict) -> list[int]:
 
 
 class Seen:
-    """First locations of exact hashes and band keys; says which earlier row a row repeats."""
+    """Says which earlier row a row repeats, remembering exact hashes and band keys on disk."""
 
     def __init__(self, near: bool = True):
         self.near = near
-        self._exact: dict[int, int] = {}
-        self._bands: list[dict[int, int]] = [{} for _ in range(_BANDS)]
+        self._exact = FirstSeen()
+        self._bands = FirstSeen() if near else None
         self._where: list[str] = []
+
+    def __enter__(self) -> Seen:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._exact.close()
+        if self._bands is not None:
+            self._bands.close()
 
     def check(self, rec: Record) -> str | None:
         """None when new (and remember it), else the reason it is a duplicate."""
-        key = exact_hash(rec.row)
+        key, at = exact_hash(rec.row), self._pack(rec)
+        if self._bands is None:
+            first = self._exact.first(key, at)
+            return None if first is None else f"exact duplicate: of {self._loc(first)}"
+        # A near duplicate is not remembered, so look before adding the exact hash.
         first = self._exact.get(key)
         if first is not None:
             return f"exact duplicate: of {self._loc(first)}"
-        bands = band_keys(rec.row) if self.near else ()
-        for band, b in zip(self._bands, bands, strict=False):
-            if b in band:
-                return f"near duplicate: of {self._loc(band[b])}"
-        loc = self._pack(rec)
-        self._exact[key] = loc
-        for band, b in zip(self._bands, bands, strict=False):
-            band[b] = loc
+        # Band keys are salted with their band's number: equal keys in different bands mean
+        # nothing.
+        first = self._bands.first_of([b ^ i for i, b in enumerate(band_keys(rec.row))], at)
+        if first is not None:
+            return f"near duplicate: of {self._loc(first)}"
+        self._exact.first(key, at)
         return None
 
     def _pack(self, rec: Record) -> int:
@@ -92,5 +103,7 @@ def dedupe_dataset(
     rejects: Path | str | None = None,
     skip_invalid: bool = False,
 ):
-    seen = Seen(near=near)
-    return keep_rows(path, out, seen.check, rejects=rejects, skip_invalid=skip_invalid, order=ORDER)
+    with Seen(near=near) as seen:
+        return keep_rows(
+            path, out, seen.check, rejects=rejects, skip_invalid=skip_invalid, order=ORDER
+        )

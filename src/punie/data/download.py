@@ -3,7 +3,7 @@
 `sample` is the demo's synthetic tool-calling task (`punie.data.sample`), written offline. A hub
 id is fetched with huggingface-hub (`snapshot_download`, repo_type dataset: JSONL, JSON and Parquet
 files only), each file is assigned to a split by its name, and its rows go through the same
-converters as `punie dataset convert`. Parquet needs pyarrow (`pip install pyarrow`). Without
+converters as `punie dataset convert`. Parquet needs pyarrow (the `parquet` extra). Without
 network, or with HF_HUB_OFFLINE=1 and nothing cached, it fails with one line saying so.
 """
 
@@ -99,7 +99,7 @@ def _parquet_rows(path: Path) -> Iterator[tuple[str, int, dict | Problem]]:
         import pyarrow.parquet as pq
     except ImportError as e:
         raise PunieError(
-            f"{path}: Parquet needs pyarrow; install it (`uv pip install pyarrow`) and retry"
+            f"{path}: Parquet needs pyarrow; install the extra (`pip install 'punie[parquet]'`)"
         ) from e
     n = 0
     for batch in pq.ParquetFile(path).iter_batches(batch_size=1024):

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from punie.errors import PunieError
 
 KINDS = ("chat", "completions", "text", "preference")
@@ -106,11 +108,16 @@ def parse(path: str, n: int, raw: bytes) -> dict | Problem:
     if not raw.strip():
         return Problem(path, n, "line", "blank line; mlx_lm reads every line as JSON")
     try:
-        value = json.loads(raw)
-    except UnicodeDecodeError:
-        return Problem(path, n, "line", "not UTF-8 text")
-    except json.JSONDecodeError as e:
-        return Problem(path, n, "json", f"not valid JSON ({e.msg} at column {e.colno})")
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        # orjson is stricter than the json module mlx_lm reads with (NaN, integers past 64 bits,
+        # lone surrogates), so json has the last word, and its messages are the clearer ones.
+        try:
+            value = json.loads(raw)
+        except UnicodeDecodeError:
+            return Problem(path, n, "line", "not UTF-8 text")
+        except json.JSONDecodeError as e:
+            return Problem(path, n, "json", f"not valid JSON ({e.msg} at column {e.colno})")
     if not isinstance(value, dict):
         return Problem(path, n, "row", f"a row is a JSON object, got {_type(value)}")
     return value
@@ -171,25 +178,25 @@ def check_chat(row: dict) -> tuple[str, str] | None:
 
 
 def check_messages(messages: list, where: str) -> tuple[str, str] | None:
+    # Field names are built only on failure: this runs for every message of every row.
     for i, m in enumerate(messages):
-        at = f"{where}[{i}]"
         if not isinstance(m, dict):
-            return at, f"a message is an object, got {_type(m)}"
+            return f"{where}[{i}]", f"a message is an object, got {_type(m)}"
         role = m.get("role")
         if role not in ROLES:
-            return f"{at}.role", f"{role!r} is not one of {', '.join(ROLES)}"
+            return f"{where}[{i}].role", f"{role!r} is not one of {', '.join(ROLES)}"
         content = m.get("content")
         calls = m.get("tool_calls")
         if content is not None and not isinstance(content, str):
-            return f"{at}.content", f"must be a string, got {_type(content)}"
+            return f"{where}[{i}].content", f"must be a string, got {_type(content)}"
         if calls is not None:
             if role != "assistant":
-                return f"{at}.tool_calls", f"only assistant turns call tools, not {role}"
-            bad = _check_calls(calls, f"{at}.tool_calls")
+                return f"{where}[{i}].tool_calls", f"only assistant turns call tools, not {role}"
+            bad = _check_calls(calls, f"{where}[{i}].tool_calls")
             if bad:
                 return bad
         if not (content or "").strip() and not calls:
-            return f"{at}.content", "empty turn"
+            return f"{where}[{i}].content", "empty turn"
     return None
 
 
@@ -248,6 +255,13 @@ def _check_preference(row: dict) -> tuple[str, str] | None:
                 return bad
         elif not isinstance(value, str):
             return key, f"must be a string or a list of messages, got {_type(value)}"
+    lists = [key for key in ("prompt", "chosen", "rejected") if isinstance(row[key], list)]
+    if 0 < len(lists) < 3:
+        shape = "is a message list" if len(lists) == 1 else "are message lists"
+        return "row", (
+            f"{' and '.join(lists)} {shape} but the rest are strings; TRL reads a row as all "
+            "text or all messages"
+        )
     return None
 
 
@@ -329,6 +343,11 @@ def content_key(row: dict) -> bytes:
     exact-duplicate hashing. Normalizes the JSON text in C-speed string passes, not per value."""
     if "source" in row or "id" in row:
         row = {k: v for k, v in row.items() if k not in ("source", "id")}
-    text = json.dumps(row, sort_keys=True, ensure_ascii=False)
-    text = text.replace("\\n", " ").replace("\\t", " ").replace("\\r", " ").lower()
-    return " ".join(text.split()).encode()
+    try:
+        text = orjson.dumps(row, option=orjson.OPT_SORT_KEYS).decode()
+    except orjson.JSONEncodeError:  # what only json takes: integers past 64 bits, lone surrogates
+        text = json.dumps(row, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    if "\\" in text:
+        text = text.replace("\\n", " ").replace("\\t", " ").replace("\\r", " ")
+    text = text.lower()
+    return " ".join(text.split()).encode("utf-8", "surrogatepass")

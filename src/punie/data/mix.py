@@ -7,26 +7,31 @@ is spread over the others by their ratios, and the result says so. The second pa
 source's quota by sequential sampling (every row equally likely, no rows held) and interleaves the
 sources at random, so the output is a seeded shuffle across sources that keeps each source's order.
 
-Merge keeps every row, adds `source` (the file it came from) and shuffles fully: it remembers one
-byte offset per row (16 bytes a row), shuffles those, and reads the rows back by offset.
+Merge keeps every row, adds `source` (the file it came from) and shuffles fully, through
+temporary bucket files rather than memory.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
-from array import array
+import tempfile
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
+from typing import IO
 
 from punie.data.dedupe import exact_hash
-from punie.data.formats import DataFile, dataset_files, lines, records
+from punie.data.formats import SPLITS, DataFile, dataset_files, lines, records
 from punie.data.output import Output, open_output
+from punie.data.seen import FirstSeen
 from punie.errors import PunieError
+
+BUCKET_BYTES = 16 << 20  # merge holds one bucket at a time
+MAX_BUCKETS = 512  # open files; past 8 GB of input, buckets grow instead
 
 
 @dataclass(frozen=True)
@@ -95,53 +100,53 @@ def mix(
     if not sources:
         raise PunieError("give at least one PATH=RATIO source")
     files = [dataset_files(s.path) for s in sources]
-    # Pass 1: unique rows per source; duplicates are remembered by location (few, we hope).
-    seen: set[int] = set()
-    dupes: set[tuple[int, str, int]] = set()
-    available = []
-    for i, fs in enumerate(files):
-        n = 0
-        for rec in records(fs):
-            h = exact_hash(rec.row)
-            if h in seen:
-                dupes.add((i, rec.path, rec.line))
-            else:
-                seen.add(h)
-                n += 1
-        available.append(n)
-    del seen
-    take, notes = allocate(available, [s.ratio for s in sources], total)
-    rng = random.Random(seed)
-    streams = [
-        _sample(i, fs, dupes, available[i], take[i], random.Random(f"{seed}:{i}"))
-        for i, fs in enumerate(files)
-    ]
-    inputs = [f for fs in files for f in fs]
-    with open_output(out, None, inputs=inputs, seed=seed) as o:
-        remaining = list(take)
-        while any(remaining):
-            i = _pick(remaining, rng)
-            o.sink.write(next(streams[i]))
-            remaining[i] -= 1
-        want = [s.ratio / sum(x.ratio for x in sources) for s in sources]
-        o.counts.update(
-            {
-                "total": o.sink.rows,
-                "duplicates_dropped": len(dupes),
-                "notes": notes,
-                "sources": [
-                    {
-                        "path": s.path,
-                        "ratio": round(want[i], 6),
-                        "target": round(want[i] * o.sink.rows) if o.sink.rows else 0,
-                        "actual": take[i],
-                        "actual_ratio": round(take[i] / o.sink.rows, 6) if o.sink.rows else 0,
-                        "available": available[i],
-                    }
-                    for i, s in enumerate(sources)
-                ],
-            }
-        )
+    with FirstSeen() as seen:
+        # Pass 1: unique rows per source; each repeat's place is remembered (on disk) so pass 2
+        # can skip it without parsing again. A place is (file number << 40 | line).
+        available, repeats = [], 0
+        for i in range(len(files)):
+            n = 0
+            for number, df in _numbered(files, i):
+                for rec in records([df]):
+                    at = number << 40 | rec.line
+                    if seen.first(exact_hash(rec.row), at) is None:
+                        n += 1
+                    else:
+                        seen.repeat(at)
+                        repeats += 1
+            available.append(n)
+        take, notes = allocate(available, [s.ratio for s in sources], total)
+        rng = random.Random(seed)
+        streams = [
+            _sample(_numbered(files, i), seen, available[i], take[i], random.Random(f"{seed}:{i}"))
+            for i in range(len(files))
+        ]
+        inputs = [f for fs in files for f in fs]
+        with open_output(out, None, inputs=inputs, seed=seed) as o:
+            remaining = list(take)
+            while any(remaining):
+                i = _pick(remaining, rng)
+                o.sink.write(next(streams[i]))
+                remaining[i] -= 1
+            want = [s.ratio / sum(x.ratio for x in sources) for s in sources]
+            o.counts.update(
+                {
+                    "total": o.sink.rows,
+                    "duplicates_dropped": repeats,
+                    "notes": notes,
+                    "sources": [
+                        {
+                            "path": s.path,
+                            "ratio": round(want[i], 6),
+                            "target": round(want[i] * o.sink.rows) if o.sink.rows else 0,
+                            "actual": take[i],
+                            "actual_ratio": round(take[i] / o.sink.rows, 6) if o.sink.rows else 0,
+                            "available": available[i],
+                        }
+                        for i, s in enumerate(sources)
+                    ],
+                }
+            )
     return o
 
 
@@ -155,18 +160,28 @@ def _pick(remaining: list[int], rng: random.Random) -> int:
     raise AssertionError("nothing remaining")
 
 
+def _numbered(files: list[list[DataFile]], i: int) -> list[tuple[int, DataFile]]:
+    """Source i's files, each with its number among all sources' files (a file named by two
+    sources gets two numbers: its rows are repeats in the second)."""
+    start = sum(len(fs) for fs in files[:i])
+    return list(enumerate(files[i], start))
+
+
 def _sample(
-    i: int, files: list[DataFile], dupes: set, n: int, k: int, rng: random.Random
+    files: list[tuple[int, DataFile]], seen: FirstSeen, n: int, k: int, rng: random.Random
 ) -> Iterator[bytes]:
     """k of the source's n unique rows, each equally likely (Knuth's selection sampling).
 
-    Pass 1 already checked every row, so this pass only reads lines: no JSON is parsed twice."""
-    for df in files:
-        path = str(df.path)
+    Pass 1 already checked every row and noted the repeats, so this pass only reads lines: no
+    JSON is parsed twice."""
+    for number, df in files:
+        skip = seen.repeats(number << 40, (number + 1) << 40)
+        next_skip = next(skip, None)
         for line, raw in lines(df.path):
             if k == 0:
                 return
-            if (i, path, line) in dupes:
+            if line == next_skip:
+                next_skip = next(skip, None)
                 continue
             if rng.randrange(n) < k:
                 k -= 1
@@ -175,36 +190,42 @@ def _sample(
 
 
 def merge(paths: list[Path | str], out: Path | str, *, seed: int = 0) -> Output:
-    """All rows of `paths`, each with its `source`, in a seeded shuffle. Folders in, folder out."""
+    """All rows of `paths`, each with its `source`, in a seeded shuffle. Folders in, folder out.
+
+    The shuffle is external, so memory stays flat: pass 1 checks every row and appends it to one
+    of k temporary bucket files chosen at random; pass 2 shuffles each bucket in memory and writes
+    the buckets in order. Random buckets, each shuffled, make every order equally likely. k is
+    the input size over `BUCKET_BYTES` (at most `MAX_BUCKETS` open files), so each bucket fits
+    in memory however large the input."""
     if not paths:
         raise PunieError("give at least one input to merge")
     folders = all(Path(p).is_dir() for p in paths)
     files = [f for p in paths for f in dataset_files(p)]
-    # Pass 1: check every row and remember where it starts (records raises on any bad line, so
-    # every line is a row and offsets add up).
-    offsets: dict[str, array] = {}
-    for fi, df in enumerate(files):
-        pos = 0
-        locs = offsets.setdefault(df.split if folders else "", array("q"))
-        for rec in records([df]):
-            locs.extend((fi, pos))
-            pos += len(rec.raw)
-    splits = tuple(s for s in ("train", "valid", "test") if s in offsets) if folders else None
-    handles = [open(df.path, "rb") for df in files]  # noqa: SIM115 - closed in finally
-    try:
+    size = sum(f.path.stat().st_size for f in files)
+    k = min(max(1, math.ceil(size / BUCKET_BYTES)), MAX_BUCKETS)
+    rng = random.Random(seed)
+    counts: Counter[str] = Counter()
+    with tempfile.TemporaryDirectory(prefix="punie-merge-") as tmp:
+        with contextlib.ExitStack() as stack:
+            buckets: dict[str, list[IO[bytes]]] = {}
+            for rec in records(files):
+                split = rec.split if folders else ""
+                if split not in buckets:
+                    buckets[split] = [
+                        stack.enter_context(open(Path(tmp) / f"{split or 'rows'}.{b}", "wb"))
+                        for b in range(k)
+                    ]
+                rec.row["source"] = rec.path
+                line = json.dumps(rec.row, ensure_ascii=False).encode() + b"\n"
+                buckets[split][rng.randrange(k)].write(line)
+                counts[split] += 1
+        splits = tuple(s for s in SPLITS if s in buckets) if folders else None
         with open_output(out, splits, inputs=files, seed=seed) as o:
-            for split, locs in offsets.items():
-                order = np.frombuffer(locs, dtype=np.int64).reshape(-1, 2).copy()
-                np.random.default_rng(seed).shuffle(order)
-                sink = o.sinks[split]
-                for fi, pos in order.tolist():
-                    f = handles[fi]
-                    f.seek(pos)
-                    row = json.loads(f.readline())
-                    row["source"] = str(files[fi].path)
-                    sink.write_row(row)
-            o.counts.update({"rows": {s: len(v) // 2 for s, v in offsets.items()}})
-    finally:
-        for f in handles:
-            f.close()
+            for split in counts:
+                for b in range(k):
+                    rows = (Path(tmp) / f"{split or 'rows'}.{b}").read_bytes().splitlines(True)
+                    random.Random(f"{seed}:{split}:{b}").shuffle(rows)
+                    for row in rows:
+                        o.sinks[split].write(row)
+            o.counts.update({"rows": dict(counts)})
     return o

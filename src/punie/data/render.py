@@ -56,9 +56,7 @@ class ChatTemplate:
         except Exception as e:  # jinja raises anything the template author wrote
             return [*out, ("messages", f"the chat template fails on this row: {e}")]
         if n > max_seq_length:
-            out.append(
-                ("messages", f"{n} tokens > --max-seq-length {max_seq_length}; it would be cut")
-            )
+            out.append(("messages", _too_long("", n, max_seq_length)))
         for i in sorted({i for i, _ in tool_calls(row)}):
             out += self._check_calls(messages, tools, i)
             if mask_prompt and i != len(messages) - 1:
@@ -69,6 +67,49 @@ class ChatTemplate:
                         "trained, so this call is masked out of the loss",
                     )
                 )
+        return out
+
+    def preference_problems(self, row: dict, max_seq_length: int) -> list[tuple[str, str]]:
+        """What would go wrong training DPO on a preference row, rendered the way TRL renders it:
+        message lists through the chat template (the prompt with the generation prompt, then
+        prompt + answer for each answer), strings as plain text."""
+        if isinstance(row["prompt"], str):
+            out = []
+            for key in ("chosen", "rejected"):
+                n = len(self.tokenizer.encode(row["prompt"] + row[key]))
+                if n > max_seq_length:
+                    out.append((key, _too_long(f"prompt + {key}", n, max_seq_length)))
+            return out
+        prompt, tools = row["prompt"], row.get("tools")
+        try:
+            before = self.text(prompt, tools, add_generation_prompt=True)
+        except Exception as e:
+            return [("prompt", f"the chat template fails on the prompt: {e}")]
+        out = []
+        for key in ("chosen", "rejected"):
+            full = prompt + row[key]
+            try:
+                n, text = len(self.tokens(full, tools)), self.text(full, tools)
+            except Exception as e:
+                out.append((key, f"the chat template fails on prompt + {key}: {e}"))
+                continue
+            if n > max_seq_length:
+                out.append((key, _too_long(f"prompt + {key}", n, max_seq_length)))
+            if not text.startswith(before):
+                out.append(
+                    (
+                        key,
+                        f"the template renders the prompt differently once {key} follows it; "
+                        "TRL cuts the prompt at the first difference and trains on the rest",
+                    )
+                )
+            for i in sorted(
+                {i for i, _ in tool_calls({"messages": full})} - set(range(len(prompt)))
+            ):
+                out += [
+                    (f"{key}[{i - len(prompt)}].tool_calls", reason)
+                    for _, reason in self._check_calls(full, tools, i)
+                ]
         return out
 
     def _check_calls(self, messages: list[dict], tools: Any, i: int) -> list[tuple[str, str]]:
@@ -96,6 +137,11 @@ class ChatTemplate:
         if got != wanted:
             return [(where, f"renders as {got!r}, which is not the row's calls {wanted!r}")]
         return []
+
+
+def _too_long(what: str, n: int, max_seq_length: int) -> str:
+    prefix = f"{what}: " if what else ""
+    return f"{prefix}{n} tokens > --max-seq-length {max_seq_length}; it would be cut"
 
 
 @cache

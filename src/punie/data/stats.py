@@ -1,7 +1,8 @@
 """`punie dataset stats`: what is in a dataset, counted in one streaming pass.
 
 Distributions are kept as value -> count tables (turns per row, tokens per row), so memory grows
-with the number of distinct lengths, not rows; duplicates need one 64-bit hash per row.
+with the number of distinct lengths, not rows; duplicates are counted by hash in a temporary
+SQLite file (`punie.data.seen`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from pathlib import Path
 
 from punie.data.dedupe import exact_hash
 from punie.data.formats import dataset_files, records, tool_calls
+from punie.data.seen import FirstSeen
 
 
 @dataclass(frozen=True)
@@ -80,20 +82,18 @@ def dataset_stats(path: Path | str, model: str | None = None) -> DatasetStats:
         template = ChatTemplate(model)
     rows: dict[str, Counter] = {}
     turns, tokens, tools = Counter(), Counter(), Counter()
-    seen: set[int] = set()
     dupes = with_calls = 0
-    for rec in records(dataset_files(path)):
-        rows.setdefault(rec.split or Path(rec.path).name, Counter())[rec.kind] += 1
-        if rec.kind == "chat":
-            turns[len(rec.row["messages"])] += 1
-        names = [fn.get("name") for _, fn in tool_calls(rec.row)]
-        tools.update(names)
-        with_calls += bool(names)
-        if template is not None:
-            tokens[template.length(rec.row)] += 1
-        h = exact_hash(rec.row)
-        dupes += h in seen
-        seen.add(h)
+    with FirstSeen() as seen:
+        for rec in records(dataset_files(path)):
+            rows.setdefault(rec.split or Path(rec.path).name, Counter())[rec.kind] += 1
+            if rec.kind == "chat":
+                turns[len(rec.row["messages"])] += 1
+            names = [fn.get("name") for _, fn in tool_calls(rec.row)]
+            tools.update(names)
+            with_calls += bool(names)
+            if template is not None:
+                tokens[template.length(rec.row)] += 1
+            dupes += seen.first(exact_hash(rec.row), 0) is not None
     return DatasetStats(
         rows={k: dict(v) for k, v in rows.items()},
         turns=Distribution(dict(turns)),

@@ -2,7 +2,8 @@
 
 Row problems (bad JSON, wrong types, unknown roles, roles out of order, empty turns, and with a
 model: templates that fail, tool calls that do not render back, rows over the sequence limit,
-tool-call turns masked out of the loss) are reported one by one and counted; the input is unusable
+tool-call turns masked out of the loss; preference rows rendered prompt + chosen and prompt +
+rejected, as TRL renders them for DPO) are reported one by one and counted; the input is unusable
 (exit 2) only when a file is missing, binary or empty, or a folder has no splits.
 """
 
@@ -105,6 +106,8 @@ def _row_problems(
             found += [
                 Problem(path, n, *p) for p in template.problems(row, max_seq_length, mask_prompt)
             ]
+    elif row_kind == "preference" and template is not None:
+        found += [Problem(path, n, *p) for p in template.preference_problems(row, max_seq_length)]
     elif template is not None:
         length = template.length(row)
         if length > max_seq_length:
