@@ -43,16 +43,21 @@ def test_download_sample_writes_the_demo_splits_and_a_manifest(tmp_path):
     assert manifest["outputs"]["valid.jsonl"]["rows"] == 10 and manifest["seed"] == 0
 
 
-def test_download_hub_offline_fails_with_one_line(tmp_path):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
-    result = subprocess.run(
-        [sys.executable, "-m", "punie", "dataset", "download", "someone/some-data", "-o", "out"],
+def download_offline(tmp_path, repo_id, **env):
+    """`punie dataset download REPO_ID -o out` in a subprocess (huggingface-hub reads its
+    environment at import), with the hub off."""
+    return subprocess.run(
+        [sys.executable, "-m", "punie", "dataset", "download", repo_id, "-o", "out"],
         cwd=tmp_path,
-        env=env,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", **env},
         capture_output=True,
         text=True,
         timeout=120,
     )
+
+
+def test_download_hub_offline_fails_with_one_line(tmp_path):
+    result = download_offline(tmp_path, "someone/some-data", HF_HOME=str(tmp_path / "hf"))
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0
     assert "someone/some-data: not in the local Hugging Face cache" in result.stderr
@@ -75,15 +80,7 @@ def test_download_hub_id_reads_the_cached_snapshot_through_the_converters(tmp_pa
     alpaca = {"instruction": ["Add 1 and 2", "Say no"], "input": ["", ""], "output": ["3", "no"]}
     pq.write_table(pa.table(alpaca), snapshot / "data" / "validation-00000-of-00001.parquet")
     (snapshot / "README.md").write_text("# not data\n")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub")}
-    result = subprocess.run(
-        [sys.executable, "-m", "punie", "dataset", "download", "someone/agent-data", "-o", "out"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = download_offline(tmp_path, "someone/agent-data", HF_HUB_CACHE=str(tmp_path / "hub"))
     assert result.returncode == 0, result.stderr
     assert read_rows(tmp_path / "out" / "train.jsonl") == [chat("hi", "yo")] * 3
     assert read_rows(tmp_path / "out" / "valid.jsonl") == [

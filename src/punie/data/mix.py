@@ -1,7 +1,8 @@
 """`punie dataset mix` (sample sources to ratios) and `punie dataset merge` (concatenate, shuffled).
 
 Mix makes two passes. The first counts each source's rows that are not exact duplicates of a row
-seen earlier (in any source). Targets are then the asked ratios of `--total` (by default the
+seen earlier (in any source); the hashes, and the places of the repeats, go to a temporary SQLite
+file (`punie.data.seen`), not memory. Targets are then the asked ratios of `--total` (by default the
 largest total every source can fill); a source that runs short gives all it has and its shortfall
 is spread over the others by their ratios, and the result says so. The second pass takes each
 source's quota by sequential sampling (every row equally likely, no rows held) and interleaves the

@@ -3,8 +3,8 @@
 Dedupe, mix and stats need to know whether a row's hash came up earlier, and where. A Python set
 of ints costs about 100 bytes a row, so a 10-million-row input would need a gigabyte just for
 that. `FirstSeen` keeps the keys in a temporary SQLite file instead, with a fixed page cache: the
-process holds a few megabytes and the operating system's file cache holds the rest. One insert
-costs about 6 µs on a slow core, well under the cost of parsing the row it belongs to.
+process holds two megabytes of it and the operating system's file cache holds the rest. One insert
+costs about 8 µs on a slow core, a tenth of the cost of parsing and checking the row it belongs to.
 
 Keys are 64-bit hashes; a location (`at`) is whatever integer the caller packs (file, line).
 """
@@ -16,7 +16,9 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-CACHE_KB = 16 * 1024  # SQLite's page cache: the one place memory grows, and it stops here
+# SQLite's page cache, the one place memory grows, and it stops here. 2 MB (SQLite's default)
+# rather than more: at a million rows a 16 MB cache saved ~2 µs an insert, against 14 MB of memory.
+CACHE_KB = 2 * 1024
 
 
 def _signed(key: int) -> int:
