@@ -9,6 +9,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import pytest
 import yaml
 
 from punie.data.convert import convert_dataset
@@ -20,6 +21,7 @@ from punie.data.mix import Source, allocate, merge, mix
 from punie.data.sample import eval_suite, splits
 from punie.data.split import split_dataset
 from punie.data.stats import dataset_stats
+from punie.errors import PunieError
 
 
 def write_rows(path, rows):
@@ -223,9 +225,36 @@ def test_dedupe_drops_the_training_copy_of_an_eval_row_and_near_duplicates(tmp_p
     assert read_rows(tmp_path / "out" / "test.jsonl") == [chat(base)]
     assert read_rows(tmp_path / "out" / "train.jsonl") == [chat("something else entirely")]
     reasons = [r["reason"] for r in read_rows(tmp_path / "rej.jsonl")]
-    assert reasons[0].endswith("exact duplicate: of test.jsonl:1")
-    assert reasons[1].endswith("near duplicate: of test.jsonl:1")
+    assert (
+        reasons[0] == f"{folder / 'train.jsonl'}:1: exact duplicate: of {folder / 'test.jsonl'}:1"
+    )
+    assert reasons[1].endswith(f"near duplicate: of {folder / 'test.jsonl'}:1")
     assert o.counts["removed"] == {"exact duplicate": 1, "near duplicate": 1}
+
+
+def test_dedupe_across_several_folders_pools_their_splits(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    for folder, rows in ((a, ["x", "y"]), (b, ["y", "z"])):
+        folder.mkdir()
+        write_rows(folder / "train.jsonl", [chat(f"row {r} " * 12) for r in rows])
+    write_rows(b / "test.jsonl", [chat("row x " * 12)])
+    o = dedupe_dataset([a, b], tmp_path / "out", rejects=tmp_path / "rej.jsonl")
+    assert read_rows(tmp_path / "out" / "train.jsonl") == [chat("row y " * 12), chat("row z " * 12)]
+    assert read_rows(tmp_path / "out" / "test.jsonl") == [chat("row x " * 12)]
+    reasons = [r["reason"] for r in read_rows(tmp_path / "rej.jsonl")]
+    assert reasons == [
+        f"{a / 'train.jsonl'}:1: exact duplicate: of {b / 'test.jsonl'}:1",
+        f"{b / 'train.jsonl'}:1: exact duplicate: of {a / 'train.jsonl'}:2",
+    ]
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert o.counts["kept"] == 3 and [Path(i["path"]) for i in manifest["inputs"]] == [
+        b / "test.jsonl",
+        a / "train.jsonl",
+        b / "train.jsonl",
+    ]
+    with pytest.raises(PunieError, match="only dataset folders or only .jsonl files"):
+        dedupe_dataset([a, b / "train.jsonl"], tmp_path / "mixed")
+    assert not (tmp_path / "mixed").exists()
 
 
 def test_split_hits_exact_counts_and_keeps_groups_together(tmp_path):

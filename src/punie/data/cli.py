@@ -279,7 +279,10 @@ def filter_cmd(
 
 @dataset_app.command()
 def dedupe(
-    path: Annotated[Path, typer.Argument(help="Dataset folder or .jsonl file.")],
+    paths: Annotated[
+        list[Path],
+        typer.Argument(help="Dataset folders, or .jsonl files; several are deduped as one."),
+    ],
     out: Out,
     near: Annotated[
         bool, typer.Option(help="Also drop near duplicates (MinHash, ~0.8 Jaccard).")
@@ -288,13 +291,14 @@ def dedupe(
     skip_invalid: SkipInvalid = False,
     as_json: Json = False,
 ) -> None:
-    """Drop exact duplicates (normalized content hash) and near duplicates, across all splits.
+    """Drop exact duplicates (normalized content hash) and near duplicates, across all splits and
+    all inputs (folders pool their splits into one output folder; files pool into one file).
     Splits are read test, valid, train and the first copy kept, so a training row that repeats an
     eval row is the one removed."""
     from punie.data.dedupe import dedupe_dataset
 
     _written(
-        dedupe_dataset(path, out, near=near, rejects=rejects, skip_invalid=skip_invalid), as_json
+        dedupe_dataset(paths, out, near=near, rejects=rejects, skip_invalid=skip_invalid), as_json
     )
 
 

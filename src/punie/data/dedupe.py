@@ -5,8 +5,9 @@ hashed to 64 bits. Near: word 3-gram shingles of the row's text and tool calls m
 MinHash signature, cut into 8 bands of 8; two rows sharing a band are near duplicates, which
 catches pairs above about 0.8 Jaccard similarity (and few below 0.6).
 
-Splits are read test, valid, train, and the first copy is kept: a training row that repeats an
-eval row is the one removed. The hashes and band keys seen so far live in a temporary SQLite file
+Several inputs are deduped as one: folders pool their splits, files pool into one file. Splits are
+read test, valid, train, and the first copy is kept: a training row that repeats an eval row is the
+one removed. The hashes and band keys seen so far live in a temporary SQLite file
 (`punie.data.seen`), so memory stays flat as the input grows.
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import zlib
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -92,11 +94,11 @@ class Seen:
         return (len(self._where) - 1) << 40 | rec.line
 
     def _loc(self, packed: int) -> str:
-        return f"{Path(self._where[packed >> 40]).name}:{packed & ((1 << 40) - 1)}"
+        return f"{self._where[packed >> 40]}:{packed & ((1 << 40) - 1)}"
 
 
 def dedupe_dataset(
-    path: Path | str,
+    path: Path | str | Sequence[Path | str],
     out: Path | str,
     *,
     near: bool = True,

@@ -1,6 +1,8 @@
 """The shape shared by filter, dedupe and decontaminate: stream rows, keep some, say why not.
 
 A folder goes in, a folder with the same splits comes out; a file goes in, a file comes out.
+Several inputs (dedupe takes them) must be all folders, whose splits are pooled split by split,
+or all files, pooled into one.
 Every removed row (and, with `--skip-invalid`, every invalid one) can be kept in a rejects file
 with its reason.
 """
@@ -11,8 +13,9 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from punie.data.formats import DataFile, Problem, Record, dataset_files, records
+from punie.data.formats import SPLITS, Problem, Record, all_files, records
 from punie.data.output import Output, open_output
+from punie.errors import PunieError
 
 Decide = Callable[[Record], str | None]
 
@@ -22,14 +25,27 @@ def rejects_path(out: Path | str) -> Path:
     return out.with_name(f"{out.stem}.rejects.jsonl")
 
 
-def output_splits(path: Path | str) -> tuple[str, ...] | None:
-    """The splits an output mirrors: a folder's, or None for a single file."""
-    files = dataset_files(path)
-    return tuple(f.split for f in files) if Path(path).is_dir() else None
+Inputs = Path | str | Sequence[Path | str]
+
+
+def _paths(inputs: Inputs) -> list[Path | str]:
+    return [inputs] if isinstance(inputs, Path | str) else list(inputs)
+
+
+def output_splits(inputs: Inputs) -> tuple[str, ...] | None:
+    """The splits an output mirrors: its folders' splits, or None for files."""
+    paths = _paths(inputs)
+    folders = [Path(p).is_dir() for p in paths]
+    if not all(folders):
+        if any(folders):
+            raise PunieError("give only dataset folders or only .jsonl files, not both")
+        return None
+    found = {f.split for f in all_files(paths)}
+    return tuple(s for s in SPLITS if s in found)
 
 
 def keep_rows(
-    path: Path | str,
+    path: Inputs,
     out: Path | str,
     decide: Decide,
     *,
@@ -44,7 +60,7 @@ def keep_rows(
     `order` visits splits in that order (dedupe keeps the first copy, so it reads test first).
     `finish(counts)` adds the caller's numbers before the manifest is written.
     """
-    files = dataset_files(path)
+    files = all_files(_paths(path))
     if order is not None:
         files = sorted(files, key=lambda f: order.index(f.split) if f.split in order else 0)
     if skip_invalid and rejects is None:
@@ -74,7 +90,3 @@ def keep_rows(
         if finish is not None:
             finish(o.counts)
     return o
-
-
-def input_files(paths: Sequence[Path | str]) -> list[DataFile]:
-    return [f for p in paths for f in dataset_files(p)]
