@@ -57,7 +57,6 @@ class Seen:
     """Says which earlier row a row repeats, remembering exact hashes and band keys on disk."""
 
     def __init__(self, near: bool = True):
-        self.near = near
         self._exact = FirstSeen()
         self._bands = FirstSeen() if near else None
         self._where: list[str] = []

@@ -102,20 +102,7 @@ def mix(
         raise PunieError("give at least one PATH=RATIO source")
     files = [dataset_files(s.path) for s in sources]
     with FirstSeen() as seen:
-        # Pass 1: unique rows per source; each repeat's place is remembered (on disk) so pass 2
-        # can skip it without parsing again. A place is (file number << 40 | line).
-        available, repeats = [], 0
-        for i in range(len(files)):
-            n = 0
-            for number, df in _numbered(files, i):
-                for rec in records([df]):
-                    at = number << 40 | rec.line
-                    if seen.first(exact_hash(rec.row), at) is None:
-                        n += 1
-                    else:
-                        seen.repeat(at)
-                        repeats += 1
-            available.append(n)
+        available, repeats = _count_unique(files, seen)
         take, notes = allocate(available, [s.ratio for s in sources], total)
         rng = random.Random(seed)
         streams = [
@@ -129,26 +116,40 @@ def mix(
                 i = _pick(remaining, rng)
                 o.sink.write(next(streams[i]))
                 remaining[i] -= 1
+            rows = o.sink.rows
             want = [s.ratio / sum(x.ratio for x in sources) for s in sources]
-            o.counts.update(
+            per_source = [
                 {
-                    "total": o.sink.rows,
-                    "duplicates_dropped": repeats,
-                    "notes": notes,
-                    "sources": [
-                        {
-                            "path": s.path,
-                            "ratio": round(want[i], 6),
-                            "target": round(want[i] * o.sink.rows) if o.sink.rows else 0,
-                            "actual": take[i],
-                            "actual_ratio": round(take[i] / o.sink.rows, 6) if o.sink.rows else 0,
-                            "available": available[i],
-                        }
-                        for i, s in enumerate(sources)
-                    ],
+                    "path": s.path,
+                    "ratio": round(want[i], 6),
+                    "target": round(want[i] * rows) if rows else 0,
+                    "actual": take[i],
+                    "actual_ratio": round(take[i] / rows, 6) if rows else 0,
+                    "available": available[i],
                 }
-            )
+                for i, s in enumerate(sources)
+            ]
+            o.counts.update(total=rows, duplicates_dropped=repeats, notes=notes, sources=per_source)
     return o
+
+
+def _count_unique(files: list[list[DataFile]], seen: FirstSeen) -> tuple[list[int], int]:
+    """Pass 1: each source's rows that repeat no earlier row, and how many repeats there were.
+    Each repeat's place (file number << 40 | line) goes into `seen`, so pass 2 can skip it
+    without parsing again."""
+    available, repeats = [], 0
+    for i in range(len(files)):
+        n = 0
+        for number, df in _numbered(files, i):
+            for rec in records([df]):
+                at = number << 40 | rec.line
+                if seen.first(exact_hash(rec.row), at) is None:
+                    n += 1
+                else:
+                    seen.repeat(at)
+                    repeats += 1
+        available.append(n)
+    return available, repeats
 
 
 def _pick(remaining: list[int], rng: random.Random) -> int:

@@ -2,9 +2,8 @@
 
 A folder goes in, a folder with the same splits comes out; a file goes in, a file comes out.
 Several inputs (dedupe takes them) must be all folders, whose splits are pooled split by split,
-or all files, pooled into one.
-Every removed row (and, with `--skip-invalid`, every invalid one) can be kept in a rejects file
-with its reason.
+or all files, pooled into one. Every removed row (and, with `--skip-invalid`, every invalid one)
+can be kept in a rejects file with its reason.
 """
 
 from __future__ import annotations

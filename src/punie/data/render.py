@@ -103,9 +103,8 @@ class ChatTemplate:
                         "TRL cuts the prompt at the first difference and trains on the rest",
                     )
                 )
-            for i in sorted(
-                {i for i, _ in tool_calls({"messages": full})} - set(range(len(prompt)))
-            ):
+            answer_calls = {i for i, _ in tool_calls({"messages": full}) if i >= len(prompt)}
+            for i in sorted(answer_calls):
                 out += [
                     (f"{key}[{i - len(prompt)}].tool_calls", reason)
                     for _, reason in self._check_calls(full, tools, i)

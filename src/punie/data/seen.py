@@ -41,7 +41,6 @@ class FirstSeen:
             "synchronous=OFF",
             "locking_mode=EXCLUSIVE",
             f"cache_size=-{CACHE_KB}",
-            "temp_store=FILE",
         ):
             self._db.execute(f"PRAGMA {pragma}")
         self._db.execute("CREATE TABLE first (key INTEGER PRIMARY KEY, at INTEGER NOT NULL)")
