@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from punie.train.runs import read_metrics
-from train_support import config_toml, write_data
+from train_support import workspace
 
 pytestmark = pytest.mark.slow
 PUNIE = [sys.executable, "-m", "punie"]
@@ -34,10 +34,7 @@ def processes_mentioning(text: str) -> list[int]:
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory, tiny_model):
-    root = tmp_path_factory.mktemp("resume")
-    data = write_data(root / "data")
-    (root / "c.toml").write_text(config_toml(tiny_model, data))
-    return root
+    return workspace(tmp_path_factory.mktemp("resume"), tiny_model, "c.toml")
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import pytest
 
 from punie.fsio import file_sha256
 from punie.train.runs import read_metrics
-from train_support import config_toml, write_data
+from train_support import workspace
 
 pytestmark = pytest.mark.slow
 PUNIE = [sys.executable, "-m", "punie"]
@@ -25,10 +25,7 @@ def punie(*args, check=True):
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory, tiny_model):
-    root = tmp_path_factory.mktemp("train")
-    data = write_data(root / "data")
-    (root / "lora.toml").write_text(config_toml(tiny_model, data))
-    return root
+    return workspace(tmp_path_factory.mktemp("train"), tiny_model, "lora.toml")
 
 
 @pytest.fixture(scope="module")

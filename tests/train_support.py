@@ -64,6 +64,12 @@ def write_data(folder: Path, n_train: int = 48, n_valid: int = 8, seed: int = 0)
     return folder
 
 
+def workspace(root: Path, model: Path, config: str) -> Path:
+    """`root` with the default data in `root/data` and a config for it in `root/config`."""
+    (root / config).write_text(config_toml(model, write_data(root / "data")))
+    return root
+
+
 def config_toml(model: Path, data: Path, **overrides) -> str:
     """A small, fast training config as TOML text."""
     values = {
