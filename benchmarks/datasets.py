@@ -25,6 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from punie.platform import current, peak_rss_bytes
+
 ROLES = ("system", "user", "assistant", "tool")
 
 
@@ -102,10 +104,10 @@ def measure(cmd: list[str]) -> None:
     t = time.perf_counter()
     rc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     wall = time.perf_counter() - t
-    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    peak = peak_rss_bytes(current(), resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
     print(
         json.dumps(
-            {"rc": rc.returncode, "wall": wall, "rss_mb": peak_kb / 1024, "err": rc.stderr[-300:]}
+            {"rc": rc.returncode, "wall": wall, "rss_mb": peak / 2**20, "err": rc.stderr[-300:]}
         )
     )
 

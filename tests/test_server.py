@@ -17,6 +17,7 @@ from punie.eval.cache import ResponseCache
 from punie.eval.client import Sampling, Target
 from punie.eval.runner import EvalResult, run_suite
 from punie.eval.suite import Suite
+from punie.platform import mentioning
 from punie.serve.server import Server
 
 pytestmark = pytest.mark.slow
@@ -125,16 +126,11 @@ def test_sigkill_mid_run_fails_clearly_and_the_cache_resumes(server, tiny_model,
 
 def _servers_except(model: Path, port: int) -> list[int]:
     """mlx_lm.server processes of this session's tiny model, but for the one on `port`."""
-    pids = []
-    for proc in Path("/proc").iterdir():
-        try:
-            cmd = (proc / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        mine = str(model).encode() in cmd and b"server" in cmd
-        if mine and str(port).encode() not in cmd:
-            pids.append(int(proc.name))
-    return pids
+    return [
+        p.pid
+        for p in mentioning(f"--model {model} ")
+        if "mlx_lm server" in p.command and f"--port {port} " not in p.command
+    ]
 
 
 def test_cli_eval_writes_results_log_and_report_and_leaves_no_server(server, tiny_model, tmp_path):

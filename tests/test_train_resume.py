@@ -8,28 +8,15 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
+from punie.platform import mentioning
 from punie.train.runs import read_metrics
 from train_support import workspace
 
 pytestmark = pytest.mark.slow
 PUNIE = [sys.executable, "-m", "punie"]
-
-
-def processes_mentioning(text: str) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            except OSError:
-                continue
-            if text in cmdline:
-                found.append(int(entry.name))
-    return found
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +53,7 @@ def test_ctrl_c_leaves_no_process_and_keeps_the_checkpoint(interrupted):
     assert proc.returncode == 130, stderr
     with pytest.raises(ProcessLookupError):
         os.killpg(proc.pid, 0)
-    assert processes_mentioning(str(run_dir)) == []
+    assert mentioning(str(run_dir)) == []
     record = json.loads((run_dir / "run.json").read_text())
     state = json.loads((run_dir / "checkpoint" / "state.json").read_text())
     assert record["status"] == "interrupted"

@@ -3,6 +3,9 @@
 Each choice is a pure function of a `Host` (the OS name, its version, the CPU, whether Python runs
 translated), so the tests run the Darwin branch on Linux by passing a Darwin `Host` in, never by
 patching `sys.platform`. `current()` reads the machine Punie runs on; everything else takes a host.
+
+Standard library only, Python 3.9 syntax: scripts/setup loads this file with the system python3
+(3.9 on macOS) before uv and .venv exist (scripts/check_platform.py).
 """
 
 from __future__ import annotations
@@ -57,7 +60,185 @@ def _rosetta() -> bool:
 # --- memory: peak RSS units ---
 
 
+def peak_rss_bytes(host: Host, ru_maxrss: int) -> int:
+    """`getrusage(...).ru_maxrss` in bytes: XNU reports bytes, Linux kibibytes."""
+    return ru_maxrss if host.is_mac else ru_maxrss * 1024
+
+
 # --- processes: discovery without reading /proc directly ---
+# /proc exists only on Linux; `ps -o pid=,ppid=,command=` answers the same on both systems (-ww:
+# never cut the command at the terminal's width). psutil, where installed, avoids the fork.
+
+PS_COMMAND = ("ps", "-ww", "-A", "-o", "pid=,ppid=,command=")
+
+
+@dataclass(frozen=True)
+class Process:
+    pid: int
+    ppid: int
+    command: str  # the arguments joined by spaces ("" where the OS hides them)
+
+
+def parse_ps(text: str) -> list[Process]:
+    """The rows of `PS_COMMAND`'s output."""
+    found = []
+    for line in text.splitlines():
+        fields = line.split(None, 2)
+        if len(fields) >= 2 and fields[0].isdigit() and fields[1].isdigit():
+            found.append(
+                Process(int(fields[0]), int(fields[1]), fields[2] if len(fields) > 2 else "")
+            )
+    return found
+
+
+def processes(source: str = "auto") -> list[Process]:
+    """Every process visible to this user; `source`: "psutil", "ps", or "auto" (psutil if found)."""
+    if source == "auto":
+        import importlib.util
+
+        source = "psutil" if importlib.util.find_spec("psutil") else "ps"
+    if source == "psutil":
+        import psutil
+
+        found = []
+        for p in psutil.process_iter(["pid", "ppid", "cmdline"]):
+            found.append(
+                Process(p.info["pid"], p.info["ppid"] or 0, " ".join(p.info["cmdline"] or ()))
+            )
+        return found
+    import subprocess
+
+    out = subprocess.run(PS_COMMAND, capture_output=True, text=True, check=True, timeout=30)
+    return parse_ps(out.stdout)
+
+
+def children_of(pid: int, table: list[Process]) -> list[Process]:
+    """The processes in `table` whose parent is `pid`, then theirs, and so on (parents first)."""
+    found, parents = [], {pid}
+    while True:
+        layer = [p for p in table if p.ppid in parents and p not in found and p.pid != pid]
+        if not layer:
+            return found
+        found += layer
+        parents = {p.pid for p in layer}
+
+
+def mentioning(text: str, table: list[Process] | None = None) -> list[Process]:
+    """The processes whose command line contains `text` (this process and its `ps` excluded)."""
+    import os
+
+    table = processes() if table is None else table
+    return [p for p in table if text in p.command and p.pid != os.getpid() and not _is_ps(p)]
+
+
+def _is_ps(p: Process) -> bool:
+    return p.command.startswith(" ".join(PS_COMMAND))
+
+
+def exists(pid: int) -> bool:
+    """Whether a process `pid` exists (a zombie counts until its parent reaps it)."""
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's
+    return True
 
 
 # --- setup: where uv lives ---
+# `pip install --user uv` puts uv in the user base's bin: ~/.local/bin on Linux, but
+# ~/Library/Python/X.Y/bin under a python.org or Xcode (framework) Python on macOS.
+
+
+def uv_dirs(host: Host, *, home: str, user_base: str, scripts: str) -> list[str]:
+    """Where a uv installed by its own installer, by pip (--user or not) or by Homebrew lands."""
+    dirs = [f"{home}/.local/bin", f"{user_base}/bin", scripts]
+    if host.is_mac:
+        dirs.append("/opt/homebrew/bin")
+    return list(dict.fromkeys(dirs))
+
+
+def uv_dirs_here() -> list[str]:
+    import os
+    import site
+    import sysconfig
+
+    return uv_dirs(
+        current(),
+        home=os.path.expanduser("~"),
+        user_base=site.getuserbase(),
+        scripts=sysconfig.get_path("scripts"),
+    )
+
+
+def uv_install_hint(host: Host) -> str:
+    """What to run where pip refuses to install uv (an externally managed Python)."""
+    if host.is_mac:
+        return "brew install uv"
+    return "curl -LsSf https://astral.sh/uv/install.sh | sh  (or: pipx install uv)"
+
+
+def mlx_supported(host: Host) -> str | None:
+    """None where MLX has wheels (Linux; macOS 14+ on arm64), else the reason, in one line."""
+    if host.is_linux:
+        return None
+    if not host.is_mac:
+        return f"Punie needs macOS 14+ on Apple silicon, or Linux; this is {host.system}"
+    if host.translated:
+        return (
+            "this python3 runs under Rosetta (x86_64); MLX needs a native arm64 Python "
+            "on Apple silicon (e.g. /usr/bin/python3 or Homebrew's in /opt/homebrew)"
+        )
+    if host.machine != "arm64":
+        return f"this is an Intel Mac ({host.machine}); MLX needs Apple silicon (M1 or later)"
+    if _version(host.release) < (14,):
+        return f"this is macOS {host.release or '(unknown)'}; MLX needs macOS 14 (Sonoma) or later"
+    return None
+
+
+def _version(text: str) -> tuple[int, ...]:
+    parts = []
+    for part in text.split("."):
+        if not part.isdigit():
+            break
+        parts.append(int(part))
+    return tuple(parts)
+
+
+# --- reports: a headless Chrome or Chromium for the rendered-report test ---
+
+MAC_BROWSERS = (
+    "Google Chrome.app/Contents/MacOS/Google Chrome",
+    "Chromium.app/Contents/MacOS/Chromium",
+)
+
+
+def chrome_candidates(host: Host, env: dict[str, str]) -> list[str]:
+    """Browsers to try, best first: `PUNIE_CHROME`, then names on PATH, then macOS app bundles."""
+    found = [env["PUNIE_CHROME"]] if env.get("PUNIE_CHROME") else []
+    found += ["chromium", "chromium-browser", "google-chrome", "google-chrome-stable"]
+    if host.is_mac:
+        roots = ["/Applications"] + ([f"{env['HOME']}/Applications"] if env.get("HOME") else [])
+        found += [f"{root}/{app}" for root in roots for app in MAC_BROWSERS]
+    return found
+
+
+def find_chrome(host: Host | None = None, env: dict[str, str] | None = None) -> str | None:
+    import os
+    import shutil
+
+    env = dict(os.environ) if env is None else env
+    for candidate in chrome_candidates(host or current(), env):
+        path = shutil.which(candidate)
+        if path:
+            return path
+    return None
+
+
+def chrome_install_hint(host: Host) -> str:
+    if host.is_mac:
+        return "no Chrome or Chromium found: brew install --cask chromium, or set PUNIE_CHROME"
+    return "chromium is not installed (scripts/setup --test), or set PUNIE_CHROME"

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import json
 import resource
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback
+
+from punie.platform import current, peak_rss_bytes
 
 
 def peak_memory_gb() -> float:
@@ -24,8 +25,7 @@ def peak_memory_gb() -> float:
 
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         return torch.cuda.max_memory_allocated() / 1e9
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / 1e9 if sys.platform == "darwin" else rss * 1024 / 1e9  # macOS: bytes; Linux: KiB
+    return peak_rss_bytes(current(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) / 1e9
 
 
 def record_from_log(logs: dict[str, Any], step: int, speed: float | None) -> dict | None:
