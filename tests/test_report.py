@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 
 import pytest
@@ -12,6 +11,7 @@ from typer.testing import CliRunner
 from punie.cli import app
 from punie.eval.runner import CaseResult, EvalResult
 from punie.eval.stats import mcnemar_exact
+from punie.platform import chrome_install_hint, current, find_chrome
 from punie.report.compare import compare
 from punie.report.html import render, write_report
 
@@ -102,7 +102,7 @@ def test_loss_curve_is_embedded(tmp_path):
     assert "Training loss" in html and "<polyline" in html
 
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM = find_chrome()  # PATH, then macOS's app bundles; PUNIE_CHROME overrides both
 
 
 def _chromium(*args: str) -> subprocess.CompletedProcess:
@@ -112,7 +112,7 @@ def _chromium(*args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (scripts/setup --test)")
+@pytest.mark.skipif(CHROMIUM is None, reason=chrome_install_hint(current()))
 def test_report_renders_in_headless_chromium(tmp_path):
     base = run("base", outcomes(2, 5), content=HOSTILE)
     adapted = run("adapted", outcomes(9, 5))

@@ -227,12 +227,13 @@ def chrome_candidates(host: Host, env: dict[str, str]) -> list[str]:
 
 
 def find_chrome(host: Host | None = None, env: dict[str, str] | None = None) -> str | None:
+    """The first of `chrome_candidates` that is an executable (names looked up on env's PATH)."""
     import os
     import shutil
 
     env = dict(os.environ) if env is None else env
     for candidate in chrome_candidates(host or current(), env):
-        path = shutil.which(candidate)
+        path = shutil.which(candidate, path=env.get("PATH", ""))
         if path:
             return path
     return None
