@@ -21,6 +21,7 @@ from pathlib import Path
 import httpx
 
 from punie.errors import PunieError
+from punie.logecho import LogEcho
 from punie.proc import child_env, python_module, stop_group
 
 HOST = "127.0.0.1"
@@ -51,6 +52,7 @@ class Server:
         self.startup_timeout = startup_timeout
         self._proc: subprocess.Popen | None = None
         self._log_file = None
+        self._echo: LogEcho | None = None
 
     @property
     def base_url(self) -> str:
@@ -83,6 +85,7 @@ class Server:
         if self.log:
             self.log.parent.mkdir(parents=True, exist_ok=True)
             self._log_file = open(self.log, "ab")  # noqa: SIM115 - closed in stop()
+            self._echo = LogEcho(self.log, "mlx_lm.server").start()  # its memory warning
         sink = self._log_file or subprocess.DEVNULL
         self._proc = subprocess.Popen(
             self.command(),
@@ -136,6 +139,9 @@ class Server:
         if self._log_file:
             self._log_file.close()
             self._log_file = None
+        if self._echo:
+            self._echo.stop()
+            self._echo = None
 
     def __enter__(self) -> Server:
         return self.start()

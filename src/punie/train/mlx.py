@@ -16,6 +16,7 @@ from pathlib import Path
 
 from punie.backends.base import MetricsCallback
 from punie.errors import PunieError
+from punie.logecho import LogEcho
 from punie.proc import child_process, python_module
 from punie.train.config import TrainConfig
 
@@ -36,7 +37,7 @@ def run_worker(run_dir: Path, on_metrics: MetricsCallback | None = None) -> dict
     last: dict = {}
     error = None
     with child_process(worker_command(run_dir), stdout=subprocess.PIPE, grace=STOP_GRACE_S) as proc:
-        with open(log, "a", encoding="utf-8") as sink:
+        with open(log, "a", encoding="utf-8") as sink, LogEcho(log, "trainer"):  # memory warning
             for raw in proc.stdout:
                 line = raw.decode("utf-8", "replace")
                 try:
