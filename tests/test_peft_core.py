@@ -139,3 +139,25 @@ def test_mlx_adapter_converts_to_peft_layout_and_back_exactly():
 def test_dora_adapter_conversion_is_refused_in_one_line():
     with pytest.raises(PunieError, match="only LoRA adapters convert"):
         mlx_to_peft({}, {"fine_tune_type": "dora", "lora_parameters": {"rank": 8, "scale": 1}})
+
+
+def test_device_auto_is_cuda_where_visible_else_cpu_and_mps_only_on_request():
+    assert mapping.pick_device("auto", cuda=True, mps=False) == "cuda"
+    assert mapping.pick_device("auto", cuda=False, mps=True) == "cpu"
+    assert mapping.pick_device("mps", cuda=False, mps=True) == "mps"
+    assert mapping.pick_device("cpu", cuda=True, mps=False) == "cpu"
+
+
+def test_a_device_torch_cannot_see_is_refused_in_one_line():
+    with pytest.raises(PunieError, match="'mps' asked for") as e:
+        mapping.pick_device("mps", cuda=False, mps=False)
+    assert "\n" not in str(e.value)
+    with pytest.raises(PunieError, match="no CUDA GPU"):
+        mapping.pick_device("cuda", cuda=False, mps=True)
+
+
+def test_an_unknown_device_is_refused_by_check_before_torch_loads():
+    assert mapping.device_request(_config()) == "auto"
+    assert mapping.device_request(_config(extra={"device": "MPS"})) == "mps"
+    with pytest.raises(PunieError, match="device: 'tpu' is not one of auto, cpu, cuda, mps"):
+        mapping.device_request(_config(extra={"device": "tpu"}))

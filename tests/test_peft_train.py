@@ -209,6 +209,20 @@ def test_qlora_without_cuda_is_a_one_line_error_before_training(tiny_model, samp
     assert not (tmp_path / "q" / "metrics.jsonl").exists()
 
 
+def test_mps_without_an_apple_gpu_is_a_one_line_error_before_training(
+    tiny_model, sample_data, tmp_path
+):
+    import torch
+
+    if torch.backends.mps.is_available():
+        pytest.skip("checks the error on a machine without MPS")
+    config = _config(tiny_model, sample_data, tmp_path / "m", extra={"device": "mps"})
+    with pytest.raises(PunieError, match=r"device: 'mps' asked for, but torch.backends.mps") as e:
+        PeftBackend().train(config, tmp_path / "m")
+    assert "\n" not in str(e.value)
+    assert not (tmp_path / "m" / "metrics.jsonl").exists()
+
+
 def test_accelerate_launch_with_two_cpu_processes_completes_a_short_run(
     tiny_model, sample_data, tmp_path
 ):

@@ -81,6 +81,7 @@ class PeftBackend:
                 f"backend peft: {', '.join(missing)} not installed; pip install 'punie[cuda]'"
             )
         mapping.method(config)
+        mapping.device_request(config)
         bits = mapping.quantize_bits(config)
         if bits and config.fine_tune_type == "full":
             raise PunieError("quantize: 4-bit QLoRA trains an adapter; use lora or dora")

@@ -90,6 +90,33 @@ def quantize_bits(config: Any) -> int | None:
     raise PunieError(f"quantize: {bits!r} is not supported by backend peft (only 4-bit QLoRA)")
 
 
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+def device_request(config: Any) -> str:
+    """`extra.device`: auto (the default), cpu, cuda or mps; checked before torch is imported."""
+    device = str(option(config, "device", "auto")).lower()
+    if device not in DEVICES:
+        raise PunieError(f"device: {device!r} is not one of {', '.join(DEVICES)}")
+    return device
+
+
+def pick_device(requested: str, *, cuda: bool, mps: bool) -> str:
+    """The device to train on. `auto` is CUDA where torch sees a GPU, else the CPU: the Mac's GPU
+    (MPS) only on request, because that path has not been run against the CPU/CUDA parity tests
+    (PyTorch's MPS backend still lacks some ops) and MLX is the faster way to train on a Mac."""
+    if requested == "auto":
+        return "cuda" if cuda else "cpu"
+    if requested == "cuda" and not cuda:
+        raise PunieError("device: 'cuda' asked for, but torch sees no CUDA GPU")
+    if requested == "mps" and not mps:
+        raise PunieError(
+            "device: 'mps' asked for, but torch.backends.mps.is_available() is false "
+            "(it needs an Apple-silicon Mac and a torch built with MPS)"
+        )
+    return requested
+
+
 def _schedule(config: Any) -> dict[str, Any]:
     schedule = option(config, "lr_schedule", "constant")
     if isinstance(schedule, dict):  # mlx-lm's {"name": "cosine_decay", "warmup": N, ...}

@@ -126,7 +126,12 @@ def train_here(config: Any, run_dir: Path, on_metrics=None) -> Path:
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
 
-    use_cpu = not torch.cuda.is_available()
+    device = mapping.pick_device(
+        mapping.device_request(config),
+        cuda=torch.cuda.is_available(),
+        mps=torch.backends.mps.is_available(),
+    )
+    use_cpu = device == "cpu"  # otherwise transformers takes the CUDA GPU or, failing that, MPS
     args = mapping.trainer_kwargs(
         config, run_dir / ".trainer", use_cpu=use_cpu, has_valid=valid_path is not None
     )
