@@ -148,3 +148,4 @@ def test_cli_eval_writes_results_log_and_report_and_leaves_no_server(server, tin
     assert EvalResult.read(Path(summary["results"][0]["file"])).label == "base"
     assert "tools-basic" in (tmp_path / "report.html").read_text()
     assert _servers_except(tiny_model, server.port) == []
+    assert _servers_except(tiny_model, 0) == [server.pid]  # the search does see a live server
