@@ -81,6 +81,11 @@ def read_jsonl(path: Path | str) -> Iterator[tuple[int, dict]]:
         for n, line in enumerate(f, 1):
             if not line.strip():
                 continue
+            if n == 1 and line.lstrip("\ufeff \t").startswith("["):
+                raise PunieError(
+                    f"{path}: a JSON array, not JSON lines (one object per line); "
+                    f"`punie dataset convert {path} -o OUT.jsonl` turns it into JSON lines"
+                )
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as e:

@@ -184,22 +184,52 @@ def _histogram(bins: list[tuple[int, int, int]]) -> None:
 
 @dataset_app.command()
 def convert(
-    path: Annotated[Path, typer.Argument(help="ShareGPT, Alpaca or OpenAI JSONL file or folder.")],
-    out: Out,
+    path: Annotated[
+        Path,
+        typer.Argument(
+            help="JSONL or JSON-array file, dataset folder, or a LLaMA-Factory dataset_info.json."
+        ),
+    ],
+    name: Annotated[
+        str | None,
+        typer.Argument(help="With a dataset_info.json: the dataset in it to convert."),
+    ] = None,
+    out: Out = ...,
     fmt: Annotated[
-        str, typer.Option("--from", help="auto, sharegpt, alpaca, openai or native.")
+        str,
+        typer.Option(
+            "--from",
+            help="auto, sharegpt, glaive, xlam, alpaca, openai, native or llama-factory.",
+        ),
     ] = "auto",
     rejects: Rejects = None,
     skip_invalid: SkipInvalid = False,
     as_json: Json = False,
 ) -> None:
-    """Bring in ShareGPT (`conversations`/`from`/`value`), Alpaca (`instruction`/`input`/`output`)
-    and OpenAI fine-tuning rows (string arguments, `functions`, content parts) as chat rows."""
+    """Bring in ShareGPT (with Hermes tags and function-call turns), LLaMA-Factory (its
+    dataset_info.json, ranking and content-part rows), raw glaive, xLAM, Alpaca and OpenAI rows
+    as chat or preference rows (docs/datasets.md lists what each becomes).
+
+    Keys a converter does not read are kept on the row; what has no place in Punie's rows is
+    counted and listed, never dropped in silence. KTO rows are refused.
+
+    Example: `punie dataset convert --from llama-factory data/dataset_info.json glaive_toolcall_en
+    -o glaive.jsonl`"""
     from punie.data.convert import convert_dataset
 
-    _written(
-        convert_dataset(path, out, fmt=fmt, rejects=rejects, skip_invalid=skip_invalid), as_json
+    o = convert_dataset(
+        path, out, fmt=fmt, name=name, rejects=rejects, skip_invalid=skip_invalid
     )
+    if not as_json:
+        for title, key in [
+            ("dropped (no place in Punie's rows)", "dropped"),
+            ("changed", "changed"),
+            ("kept extra keys", "extra_keys"),
+        ]:
+            if o.counts.get(key):
+                items = ", ".join(f"{k} → {v}" for k, v in o.counts[key].items())
+                out_console.print(f"{title}: {items}")
+    _written(o, as_json)
 
 
 @dataset_app.command("filter")

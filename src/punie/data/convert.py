@@ -1,184 +1,76 @@
-"""`punie dataset convert`: ShareGPT, Alpaca and OpenAI fine-tuning rows into Punie's formats.
+"""`punie dataset convert`: rows in the formats people have, into Punie's (docs/datasets.md).
 
-A converter is a name, a test that recognises its rows, and a pure function from one row to a
-native row (chat, completions, text or preference). The format is detected per file from its first
-row unless given. Converted rows are checked like any other, so a conversion cannot write a row
-that `validate` would reject.
+A converter is a name, a test that recognises its rows, and a function from one row (and the
+`Notes` it keeps) to a native row: chat, preference, or unchanged native rows. The format is
+detected per file from its first row unless given; a LLaMA-Factory `dataset_info.json` names the
+files and the layout itself.
+
+Around every converter the same rules hold:
+- keys the converter did not read are carried onto the row (`id`, `meta`, ...); one that would
+  change what the row is (`text` on a chat row) is dropped and counted, never silently;
+- a row with a boolean `label` (or a `kto_tag`) is KTO data and is refused;
+- the converted row passes validate's row checks, and a chat row ends with the assistant's turn,
+  or the row is refused (to the rejects file with `--skip-invalid`);
+- `--skip-invalid` that converts nothing is an error, and nothing is written.
 """
 
 from __future__ import annotations
 
-import json
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from punie.data.formats import (
-    Problem,
-    RowError,
-    check_row,
-    dataset_files,
-    detect_kind,
-    lines,
-    parse,
+from punie.data import jsonfile
+from punie.data.calltext import from_glaive
+from punie.data.convert_base import ConvertError, Notes
+from punie.data.formats import DataFile, Problem, RowError, dataset_files, detect_kind, lines, parse
+from punie.data.llamafactory import (
+    KTO_REASON,
+    converter_for,
+    from_alpaca,
+    from_sharegpt,
+    load_dataset_info,
 )
+from punie.data.messages import from_openai
 from punie.data.output import Output, open_output
 from punie.data.pipeline import output_splits, rejects_path
+from punie.data.validate import row_checks
+from punie.data.xlam import from_xlam
 from punie.errors import PunieError
 
-
-class ConvertError(ValueError):
-    def __init__(self, field: str, reason: str):
-        super().__init__(f"{field}: {reason}")
-        self.field, self.reason = field, reason
+# Keys that decide what a row is (formats.detect_kind) or that converters write.
+RESERVED = {"messages", "prompt", "completion", "text", "chosen", "rejected", "tools"}
 
 
 @dataclass(frozen=True)
 class Converter:
     name: str
     recognises: Callable[[dict], bool]
-    convert: Callable[[dict], dict]
+    convert: Callable[[dict, Notes], dict]
 
 
-def _text(value: Any, field: str) -> str:
-    """Message content as a string: OpenAI content parts are joined, null is empty."""
-    if value is None:
-        return ""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, list):
-        parts = [
-            p.get("text", "") for p in value if isinstance(p, dict) and p.get("type") == "text"
-        ]
-        if len(parts) == len(value):
-            return "".join(parts)
-    raise ConvertError(field, f"not text content: {json.dumps(value)[:60]}")
-
-
-def _json(value: Any, field: str) -> Any:
-    if isinstance(value, str):
-        try:
-            return json.loads(value) if value.strip() else {}
-        except json.JSONDecodeError as e:
-            raise ConvertError(field, f"a string that is not JSON ({e.msg})") from e
-    return value
-
-
-def _tools(value: Any, field: str) -> list[dict]:
-    tools = _json(value, field) or []
-    if not isinstance(tools, list):
-        raise ConvertError(field, "must be a list of tool schemas")
-    return [
-        t if isinstance(t, dict) and "function" in t else {"type": "function", "function": t}
-        for t in tools
-    ]
-
-
-def _call(fn: Any, field: str) -> dict:
-    fn = _json(fn, field)
-    if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
-        raise ConvertError(field, "a tool call needs a function name")
-    args = _json(fn.get("arguments", fn.get("parameters", {})), f"{field}.arguments")
-    return {"type": "function", "function": {"name": fn["name"], "arguments": args}}
-
-
-_SHAREGPT_ROLES = {
-    "system": "system",
-    "human": "user",
-    "user": "user",
-    "gpt": "assistant",
-    "assistant": "assistant",
-    "chatgpt": "assistant",
-    "bing": "assistant",
-    "observation": "tool",
-    "tool": "tool",
-    "function_response": "tool",
-    "ipython": "tool",
-}
-
-
-def from_sharegpt(row: dict) -> dict:
-    turns = row.get("conversations")
-    if not isinstance(turns, list):
-        raise ConvertError("conversations", "must be a list of {from, value} turns")
-    messages = [{"role": "system", "content": row["system"]}] if row.get("system") else []
-    for i, t in enumerate(turns):
-        at = f"conversations[{i}]"
-        if not isinstance(t, dict):
-            raise ConvertError(at, "a turn is an object with from and value")
-        who = t.get("from")
-        if who == "function_call":
-            messages.append(
-                {
-                    "role": "assistant",
-                    "content": "",
-                    "tool_calls": [_call(t.get("value"), f"{at}.value")],
-                }
-            )
-            continue
-        if who not in _SHAREGPT_ROLES:
-            raise ConvertError(
-                f"{at}.from", f"{who!r} is not one of {', '.join(_SHAREGPT_ROLES)}, function_call"
-            )
-        messages.append(
-            {"role": _SHAREGPT_ROLES[who], "content": _text(t.get("value"), f"{at}.value")}
-        )
-    out: dict[str, Any] = {"messages": messages}
-    if row.get("tools"):
-        out["tools"] = _tools(row["tools"], "tools")
-    return out
-
-
-def from_alpaca(row: dict) -> dict:
-    for key in ("instruction", "output"):
-        if not isinstance(row.get(key), str):
-            raise ConvertError(key, "must be a string")
-    extra = row.get("input") or ""
-    if not isinstance(extra, str):
-        raise ConvertError("input", "must be a string")
-    prompt = row["instruction"] + (f"\n\n{extra}" if extra.strip() else "")
-    messages = [{"role": "system", "content": row["system"]}] if row.get("system") else []
-    messages += [
-        {"role": "user", "content": prompt},
-        {"role": "assistant", "content": row["output"]},
-    ]
-    return {"messages": messages}
-
-
-def from_openai(row: dict) -> dict:
-    raw = row.get("messages")
-    if not isinstance(raw, list):
-        raise ConvertError("messages", "must be a list of messages")
-    messages = []
-    for i, m in enumerate(raw):
-        at = f"messages[{i}]"
-        if not isinstance(m, dict):
-            raise ConvertError(at, "a message is an object")
-        role = "tool" if m.get("role") == "function" else m.get("role")
-        msg: dict[str, Any] = {"role": role, "content": _text(m.get("content"), f"{at}.content")}
-        calls = m.get("tool_calls") or ([m["function_call"]] if m.get("function_call") else [])
-        if calls:
-            msg["tool_calls"] = [
-                _call(c.get("function", c) if isinstance(c, dict) else c, f"{at}.tool_calls[{j}]")
-                for j, c in enumerate(calls)
-            ]
-        if m.get("tool_call_id"):
-            msg["tool_call_id"] = m["tool_call_id"]
-        messages.append(msg)
-    out: dict[str, Any] = {"messages": messages}
-    tools = row.get("tools") or row.get("functions")
-    if tools:
-        out["tools"] = _tools(tools, "tools")
-    return out
+def _native(row: dict, notes: Notes) -> dict:
+    notes.use(*row)
+    return row
 
 
 CONVERTERS: dict[str, Converter] = {
     "sharegpt": Converter("sharegpt", lambda r: "conversations" in r, from_sharegpt),
-    "alpaca": Converter("alpaca", lambda r: "instruction" in r and "output" in r, from_alpaca),
-    "openai": Converter("openai", lambda r: "messages" in r, from_openai),
-    "native": Converter("native", lambda r: detect_kind(r) is not None, lambda r: r),
+    "glaive": Converter(
+        "glaive", lambda r: isinstance(r.get("chat"), str) and "system" in r, from_glaive
+    ),
+    "xlam": Converter("xlam", lambda r: "query" in r and "answers" in r, from_xlam),
+    "alpaca": Converter(
+        "alpaca", lambda r: "instruction" in r and ("output" in r or "chosen" in r), from_alpaca
+    ),
+    "openai": Converter(
+        "openai", lambda r: "messages" in r or "chosen_messages" in r, from_openai
+    ),
+    "native": Converter("native", lambda r: detect_kind(r) is not None, _native),
 }
+FORMATS = (*CONVERTERS, "llama-factory")
 
 
 def recognise(row: dict, where: str) -> Converter:
@@ -189,26 +81,88 @@ def recognise(row: dict, where: str) -> Converter:
     raise PunieError(f"{where}: row: no converter recognises a row with keys {keys}")
 
 
+@dataclass
+class Tally:
+    """What a whole conversion dropped, changed and carried, summed over the rows written."""
+
+    dropped: Counter[str] = field(default_factory=Counter)
+    changed: Counter[str] = field(default_factory=Counter)
+    carried: Counter[str] = field(default_factory=Counter)
+
+    def add(self, notes: Notes, carried: Iterable[str]) -> None:
+        self.dropped.update(notes.dropped)
+        self.changed.update(notes.changed)
+        self.carried.update(carried)
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        return {
+            "dropped": dict(sorted(self.dropped.items())),
+            "changed": dict(sorted(self.changed.items())),
+            "extra_keys": dict(sorted(self.carried.items())),
+        }
+
+
+def convert_row(row: dict, conv: Converter) -> tuple[dict, Notes, list[str]]:
+    """(native row, notes, carried keys), or ConvertError."""
+    label = row.get("label")
+    if isinstance(label, bool):
+        raise ConvertError("label", KTO_REASON.format(label="desirable" if label else "undesirable"))
+    notes = Notes()
+    out = conv.convert(row, notes)
+    carried = []
+    for key, value in row.items():
+        if key in notes.used:
+            continue
+        if key in RESERVED or key in out:
+            notes.dropped[key] += 1
+        else:
+            out[key] = value
+            carried.append(key)
+    return out, notes, carried
+
+
+def refusal(row: dict, kind: str) -> tuple[str, str] | None:
+    """Why a converted row cannot be written: validate's row checks, plus for chat rows the
+    final turn, the only one `--mask-prompt` trains."""
+    bad = row_checks(row, kind)
+    if bad:
+        return bad[0]
+    if kind == "chat":
+        last = row["messages"][-1]["role"]
+        if last != "assistant":
+            return f"messages[{len(row['messages']) - 1}].role", (
+                f"the last turn is {last}, not assistant; an SFT row ends with the answer to train"
+            )
+    return None
+
+
 Numbered = Iterable[tuple[str, int, dict | Problem]]
 
 
 def convert_rows(
     rows: Numbered,
-    fmt: str = "auto",
+    fmt: str | Converter = "auto",
     on_invalid: Callable[[Problem, Any], None] | None = None,
+    tally: Tally | None = None,
 ) -> Iterator[tuple[dict, str]]:
     """(native row, kind) for each (path, line, row); the format is detected per file."""
-    if fmt != "auto" and fmt not in CONVERTERS:
-        raise PunieError(f"--from {fmt!r}: not one of auto, {', '.join(CONVERTERS)}")
+    if isinstance(fmt, str) and fmt != "auto" and fmt not in CONVERTERS:
+        raise PunieError(f"--from {fmt!r}: not one of auto, {', '.join(FORMATS)}")
     conv: dict[str, Converter] = {}
     kinds: dict[str, str] = {}
     for path, n, row in rows:
         problem = row if isinstance(row, Problem) else None
         if problem is None:
             if path not in conv:
-                conv[path] = CONVERTERS[fmt] if fmt != "auto" else recognise(row, f"{path}:{n}")
+                conv[path] = (
+                    fmt
+                    if isinstance(fmt, Converter)
+                    else CONVERTERS[fmt]
+                    if fmt != "auto"
+                    else recognise(row, f"{path}:{n}")
+                )
             try:
-                out = conv[path].convert(row)
+                out, notes, carried = convert_row(row, conv[path])
             except ConvertError as e:
                 problem = Problem(path, n, e.field, e.reason)
             except (KeyError, TypeError, AttributeError) as e:
@@ -220,7 +174,7 @@ def convert_rows(
                 if kind is None
                 else ("row", f"a {kind} row in a file of {kinds[path]} rows")
                 if kinds.setdefault(path, kind) != kind
-                else check_row(out, kind)
+                else refusal(out, kind)
             )
             if bad:
                 problem = Problem(path, n, *bad)
@@ -229,10 +183,13 @@ def convert_rows(
                 raise RowError(problem)
             on_invalid(problem, None if isinstance(row, Problem) else row)
             continue
+        if tally is not None:
+            tally.add(notes, carried)
         yield out, kind
 
 
 def jsonl_rows(path: Path) -> Iterator[tuple[str, int, dict | Problem]]:
+    """Each row of a JSON-lines or JSON-array file, parsed, with its place."""
     for n, raw in lines(path):
         yield str(path), n, parse(str(path), n, raw)
 
@@ -242,25 +199,51 @@ def convert_dataset(
     out: Path | str,
     *,
     fmt: str = "auto",
+    name: str | None = None,
     skip_invalid: bool = False,
     rejects: Path | str | None = None,
 ) -> Output:
-    files = dataset_files(path)
-    splits = output_splits(path)
+    path = Path(path)
+    inputs, files, splits, conv = _inputs(path, fmt, name)
     if skip_invalid and rejects is None:
         rejects = rejects_path(out)
-    with open_output(out, splits, inputs=files, rejects=rejects) as o:
+    tally = Tally()
+    with open_output(out, splits, inputs=inputs, rejects=rejects) as o:
         kinds: dict[str, int] = {}
+        first: list[Problem] = []
         for df in files:
             sink = o.sinks[df.split if splits else ""]
 
             def invalid(problem: Problem, row: Any) -> None:
+                first.append(problem)
                 o.rejects.write_row({"reason": str(problem), "row": row})
 
             for row, kind in convert_rows(
-                jsonl_rows(df.path), fmt, invalid if skip_invalid else None
+                jsonl_rows(df.path), conv, invalid if skip_invalid else None, tally
             ):
                 sink.write_row(row)
                 kinds[kind] = kinds.get(kind, 0) + 1
+        if not kinds:
+            why = f" (the first: {first[0]})" if first else ""
+            raise PunieError(f"{path}: no row converted; every row was invalid{why}")
         o.counts.update({"kinds": kinds, "invalid": o.rejects.rows if o.rejects else 0})
+        o.counts.update(tally.counts())
     return o
+
+
+def _inputs(path: Path, fmt: str, name: str | None):
+    """The manifest's inputs, the files of rows, the output's splits, and the converter."""
+    if fmt == "llama-factory" and path.is_dir():
+        path = path / "dataset_info.json"
+    info = path.is_file() and jsonfile.sniff(path) == "dataset_info"
+    if fmt == "llama-factory" and not info:
+        raise PunieError(f"{path}: --from llama-factory reads a dataset_info.json; this is not one")
+    if info and fmt in ("auto", "llama-factory"):
+        dataset = load_dataset_info(path, name)
+        conv = Converter(f"llama-factory {name}", lambda r: True, converter_for(dataset.layout))
+        files = [DataFile(f, "") for f in dataset.files]
+        return [DataFile(path, ""), *files], files, None, conv
+    if name is not None:
+        raise PunieError(f"{name}: a dataset NAME goes only with a LLaMA-Factory dataset_info.json")
+    files = dataset_files(path)
+    return files, files, output_splits(path), fmt

@@ -9,7 +9,8 @@ way mlx_lm does (prompt+completion, then messages, then text), plus preference r
 - text: `{"text": str}`
 - preference: `{"prompt", "chosen", "rejected"}`, each a string or a list of messages
 
-Files are read line by line as bytes and never held whole. A bad row becomes a `Problem` naming
+Files are read line by line as bytes and never held whole; a single file may also be a JSON array
+of rows (`punie.data.jsonfile`), streamed element by element. A bad row becomes a `Problem` naming
 file, line and field; `records` raises it (or hands it to a callback, for `--skip-invalid`).
 """
 
@@ -23,6 +24,7 @@ from typing import Any
 
 import orjson
 
+from punie.data import jsonfile
 from punie.errors import PunieError
 
 KINDS = ("chat", "completions", "text", "preference")
@@ -75,7 +77,14 @@ def dataset_files(path: Path | str) -> list[DataFile]:
     if p.is_dir():
         found = [DataFile(p / f"{s}.jsonl", s) for s in SPLITS if (p / f"{s}.jsonl").is_file()]
         if not found:
-            raise PunieError(f"{p}: no train.jsonl, valid.jsonl or test.jsonl in this folder")
+            arrays = [f"{s}.json" for s in SPLITS if (p / f"{s}.json").is_file()]
+            hint = (
+                f" ({', '.join(arrays)} is there: mlx_lm reads a folder's splits as JSON lines; "
+                "give the .json file itself, or convert it to .jsonl with `punie dataset convert`)"
+                if arrays
+                else ""
+            )
+            raise PunieError(f"{p}: no train.jsonl, valid.jsonl or test.jsonl in this folder{hint}")
         return found
     if not p.exists():
         raise PunieError(f"{p}: no such file or folder")
@@ -88,8 +97,20 @@ def all_files(paths: Iterable[Path | str]) -> list[DataFile]:
     return [f for p in paths for f in dataset_files(p)]
 
 
-def lines(path: Path) -> Iterator[tuple[int, bytes]]:
-    """Non-final lines of a file with their 1-based numbers; raises on binary or empty files."""
+def lines(path: Path, *, arrays: bool = True) -> Iterator[tuple[int, bytes]]:
+    """Non-final lines of a file with their 1-based numbers; raises on binary or empty files.
+
+    A JSON array file yields its elements instead, numbered by `Index` (printed `[i]`), when
+    `arrays`; a split file of a dataset folder (what mlx_lm reads) passes `arrays=False`, and an
+    array there is one error naming it."""
+    form = jsonfile.sniff(path)
+    if form == "dataset_info":
+        raise jsonfile.dataset_info_error(path)
+    if form == "array":
+        if not arrays:
+            raise jsonfile.array_error(path, "mlx_lm reads a dataset folder's splits as JSON lines")
+        yield from jsonfile.elements(path)
+        return
     try:
         f = open(path, "rb")  # noqa: SIM115 - closed below; a generator cannot use `with` early
     except OSError as e:
@@ -202,13 +223,20 @@ def check_messages(messages: list, where: str) -> tuple[str, str] | None:
 
 def role_order(messages: list[dict]) -> tuple[str, str] | None:
     """Where the turn order breaks what chat templates expect (system first, then turns)."""
-    prev = None
+    prev, caller = None, None  # caller: the last assistant turn, by index
     for i, m in enumerate(messages):
         role = m["role"]
         if role == "system" and i != 0:
             return f"messages[{i}].role", "system is only allowed as the first message"
         if role == "tool" and prev not in ("assistant", "tool"):
             return f"messages[{i}].role", f"a tool result must follow a tool call, not {prev}"
+        if role == "tool" and not messages[caller].get("tool_calls"):
+            return f"messages[{i}].role", (
+                f"a tool result must follow a tool call; messages[{caller}], the assistant turn "
+                "before it, calls no tool"
+            )
+        if role == "assistant":
+            caller = i
         if role == "assistant" and prev in (None, "system"):
             return f"messages[{i}].role", "the first turn after the system prompt is the user's"
         if role == "user" and prev == "user":
@@ -279,7 +307,7 @@ def records(files: Iterable[DataFile], on_invalid: OnInvalid | None = None) -> I
     is handed to it and skipped. Each file's kind comes from its first valid row."""
     for df in files:
         path, kind = str(df.path), None
-        for n, raw in lines(df.path):
+        for n, raw in lines(df.path, arrays=not df.split):
             row = parse(path, n, raw)
             if isinstance(row, Problem):
                 _invalid(row, raw, on_invalid)

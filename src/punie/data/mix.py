@@ -179,7 +179,7 @@ def _sample(
     for number, df in files:
         skip = seen.repeats(number << 40, (number + 1) << 40)
         next_skip = next(skip, None)
-        for line, raw in lines(df.path):
+        for line, raw in lines(df.path, arrays=not df.split):
             if k == 0:
                 return
             if line == next_skip:

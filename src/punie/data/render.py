@@ -146,8 +146,13 @@ def _too_long(what: str, n: int, max_seq_length: int) -> str:
 @cache
 def _load_tokenizer(path: str):
     """One load per model folder and process (loading costs seconds; rows share it)."""
+    import logging
+
     from mlx_lm.utils import load_tokenizer
 
+    # transformers warns "Token indices sequence length is longer than..." on long rows; Punie
+    # measures rows against --max-seq-length itself and says so in its own words.
+    logging.getLogger("transformers.tokenization_utils_base").setLevel(logging.ERROR)
     try:
         return load_tokenizer(Path(path))
     except Exception as e:  # a broken tokenizer folder raises anything

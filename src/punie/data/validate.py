@@ -61,7 +61,7 @@ def validate(
     files, total, by_field = [], 0, Counter()
     for df in dataset_files(path):
         p, kind, rows, bad = str(df.path), None, 0, 0
-        for n, raw in lines(df.path):
+        for n, raw in lines(df.path, arrays=not df.split):
             rows += 1
             found = _row_problems(p, n, raw, kind, template, max_seq_length, mask_prompt)
             if isinstance(found, str):
@@ -74,6 +74,19 @@ def validate(
                 on_problem(problem)
         files.append(FileSummary(p, df.split, kind, rows, bad))
     return ValidationSummary(tuple(files), total, dict(by_field))
+
+
+def row_checks(row: dict, kind: str) -> list[tuple[str, str]]:
+    """What is wrong with a row of `kind` without a model, as (field, reason): its shape, then
+    for chat rows the order of its turns. Convert runs the same checks on every row it writes."""
+    bad = check_row(row, kind)
+    if bad:
+        return [bad]
+    if kind == "chat":
+        order = role_order(row["messages"])
+        if order:
+            return [order]
+    return []
 
 
 def _row_problems(
