@@ -14,7 +14,7 @@ import json
 import re
 from typing import Any
 
-from punie.data.convert_base import ConvertError, Notes, arguments, lenient, loads, tools
+from punie.data.convert_base import ConvertError, Notes, arguments, call_text, lenient, tools
 
 HERMES_TOOLS = re.compile(r"<tools>(.*?)</tools>", re.S)
 HERMES_CALL = re.compile(r"<tool_call>(.*?)</tool_call>", re.S)
@@ -100,8 +100,6 @@ GLAIVE_TURN = re.compile(r"(?:^|\n)[ \t]*(USER|ASSISTANT|FUNCTION RESPONSE):[ \t
 GLAIVE_CALL = "<functioncall>"
 GLAIVE_END = "<|endoftext|>"
 _GLAIVE_ROLES = {"USER": "user", "ASSISTANT": "assistant", "FUNCTION RESPONSE": "tool"}
-# `{"name": "x", "arguments": '{"a": 1}'}`: the arguments quoted as a Python string.
-_QUOTED_ARGS = re.compile(r'^\{\s*"name"\s*:\s*"([^"]+)"\s*,\s*"arguments"\s*:\s*\'(.*)\'\s*\}$', re.S)
 
 
 def from_glaive(row: dict, notes: Notes) -> dict:
@@ -142,15 +140,8 @@ def from_glaive(row: dict, notes: Notes) -> dict:
 
 def glaive_call(text: str, field: str, notes: Notes) -> dict:
     """`{"name": ..., "arguments": '{...}'}` (glaive's quoting) or plain JSON."""
-    text = text.strip()
-    quoted = _QUOTED_ARGS.match(text)
-    if quoted:
-        name, args = quoted.group(1), loads(quoted.group(2), f"{field}.arguments")
-        notes.change("glaive arguments were a quoted JSON string; decoded to an object")
-    else:
-        value = lenient(text, field)
-        if not isinstance(value, dict) or not isinstance(value.get("name"), str):
-            raise ConvertError(field, "a tool call needs a function name")
-        name, args = value["name"], value.get("arguments", {})
-    args = arguments(args, f"{field}.arguments", notes)
-    return {"type": "function", "function": {"name": name, "arguments": args}}
+    value = call_text(text, field, notes)
+    if not isinstance(value, dict) or not isinstance(value.get("name"), str):
+        raise ConvertError(field, "a tool call needs a function name")
+    args = arguments(value.get("arguments", {}), f"{field}.arguments", notes)
+    return {"type": "function", "function": {"name": value["name"], "arguments": args}}

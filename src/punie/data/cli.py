@@ -217,9 +217,7 @@ def convert(
     -o glaive.jsonl`"""
     from punie.data.convert import convert_dataset
 
-    o = convert_dataset(
-        path, out, fmt=fmt, name=name, rejects=rejects, skip_invalid=skip_invalid
-    )
+    o = convert_dataset(path, out, fmt=fmt, name=name, rejects=rejects, skip_invalid=skip_invalid)
     if not as_json:
         for title, key in [
             ("dropped (no place in Punie's rows)", "dropped"),

@@ -65,9 +65,7 @@ CONVERTERS: dict[str, Converter] = {
     "alpaca": Converter(
         "alpaca", lambda r: "instruction" in r and ("output" in r or "chosen" in r), from_alpaca
     ),
-    "openai": Converter(
-        "openai", lambda r: "messages" in r or "chosen_messages" in r, from_openai
-    ),
+    "openai": Converter("openai", lambda r: "messages" in r or "chosen_messages" in r, from_openai),
     "native": Converter("native", lambda r: detect_kind(r) is not None, _native),
 }
 FORMATS = (*CONVERTERS, "llama-factory")
@@ -106,7 +104,9 @@ def convert_row(row: dict, conv: Converter) -> tuple[dict, Notes, list[str]]:
     """(native row, notes, carried keys), or ConvertError."""
     label = row.get("label")
     if isinstance(label, bool):
-        raise ConvertError("label", KTO_REASON.format(label="desirable" if label else "undesirable"))
+        raise ConvertError(
+            "label", KTO_REASON.format(label="desirable" if label else "undesirable")
+        )
     notes = Notes()
     out = conv.convert(row, notes)
     carried = []

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -118,9 +119,26 @@ def call(fn: Any, field: str, notes: Notes, *, string_expected: bool = False) ->
     return out
 
 
+# `{"name": "x", "arguments": '{"a": 1}'}`: glaive's calls, the arguments quoted as a Python string.
+_QUOTED_ARGS = re.compile(
+    r'^\{\s*"name"\s*:\s*"([^"]+)"\s*,\s*"arguments"\s*:\s*\'(.*)\'\s*\}$', re.S
+)
+QUOTED = "arguments were a quoted JSON string (glaive); decoded to an object"
+
+
+def call_text(value: str, field: str, notes: Notes) -> Any:
+    """A call written as text: JSON, glaive's quoted arguments, or a Python literal."""
+    quoted = _QUOTED_ARGS.match(value.strip())
+    if quoted:
+        notes.change(QUOTED)
+        return {"name": quoted.group(1), "arguments": loads(quoted.group(2), f"{field}.arguments")}
+    return lenient(value, field)
+
+
 def calls(value: Any, field: str, notes: Notes) -> list[dict]:
     """A function-call turn's value: one call, or a list of parallel calls."""
-    value = loads(value, field)
+    if isinstance(value, str):
+        value = call_text(value, field, notes)
     if isinstance(value, list):
         if not value:
             raise ConvertError(field, "an empty list of calls")

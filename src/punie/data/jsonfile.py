@@ -40,7 +40,7 @@ class Index(int):
 
 
 def sniff(path: Path | str) -> str:
-    """"array", "dataset_info" or "jsonl", from the file's name and first bytes."""
+    """ "array", "dataset_info" or "jsonl", from the file's name and first bytes."""
     path = Path(path)
     try:
         with open(path, "rb") as f:
@@ -85,7 +85,7 @@ def is_dataset_info(path: Path, head: bytes) -> bool:
 def dataset_info_error(path: Path | str) -> PunieError:
     return PunieError(
         f"{path}: a LLaMA-Factory dataset_info.json (a map of dataset names, not rows); convert "
-        f"one of its datasets: `punie dataset convert --from llama-factory {path} NAME -o OUT.jsonl`"
+        f"one of its datasets: `punie dataset convert {path} NAME -o OUT.jsonl`"
     )
 
 

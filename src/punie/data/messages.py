@@ -6,7 +6,7 @@
 - LLaMA-Factory (v1) content parts: `{"type": "text" | "reasoning" | "tool_call" | "tools",
   "value": str}` and `loss_weight` per message. Reasoning goes into the content as
   `<think>...</think>` (what reasoning chat templates render and parse back), tool_call parts
-  become tool_calls, a tools part becomes the row's tools, loss_weight on an answer becomes `weight`.
+  become tool_calls, a tools part becomes the row's tools, an answer's loss_weight its `weight`.
   Pairs (`chosen_messages` / `rejected_messages`) become preference rows.
 - `function-call` / `function-response` (and `function_call`, `observation`) roles become an
   assistant call and a tool result.
@@ -116,7 +116,9 @@ def _content(value: Any, at: str, notes: Notes, found_tools: list[dict]) -> tupl
         elif kind == "tools":
             found_tools += tools(body, field)
         else:
-            raise ConvertError(f"{field}.type", f"{kind!r} is not text, reasoning, tool_call or tools")
+            raise ConvertError(
+                f"{field}.type", f"{kind!r} is not text, reasoning, tool_call or tools"
+            )
     content = "".join(texts)
     if thoughts:
         notes.change(REASONING)
