@@ -102,11 +102,10 @@ class Tally:
 
 def convert_row(row: dict, conv: Converter) -> tuple[dict, Notes, list[str]]:
     """(native row, notes, carried keys), or ConvertError."""
-    label = row.get("label")
-    if isinstance(label, bool):
-        raise ConvertError(
-            "label", KTO_REASON.format(label="desirable" if label else "undesirable")
-        )
+    for key in ("label", "kto_tag"):  # TRL's unpaired rows and LLaMA-Factory's, in any layout
+        if isinstance(row.get(key), bool):
+            label = "desirable" if row[key] else "undesirable"
+            raise ConvertError(key, KTO_REASON.format(label=label))
     notes = Notes()
     out = conv.convert(row, notes)
     carried = []
