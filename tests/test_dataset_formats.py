@@ -362,6 +362,17 @@ def test_a_bad_element_of_a_json_array_is_named_by_its_index(tmp_path, capsys):
     assert code == 2 and err.count("\n") == 0 and "rows.json:[1]: not valid JSON" in err
 
 
+def test_dedupe_names_the_first_copy_in_an_array_by_its_index(tmp_path, capsys):
+    rows = [{"text": "alpha"}, {"text": "beta"}, {"text": "alpha"}]
+    src = tmp_path / "rows.json"
+    src.write_text(json.dumps(rows))
+    rejects = tmp_path / "rej.jsonl"
+    code, _, err = cli(capsys, "dedupe", src, "-o", tmp_path / "d.jsonl", "--rejects", rejects)
+    assert code == 0, err
+    [rejected] = read_rows(rejects)
+    assert rejected["reason"] == f"{src}:[2]: exact duplicate: of {src}:[0]"
+
+
 def test_a_json_array_where_mlx_lm_reads_json_lines_is_named_in_one_line(tmp_path, capsys):
     good = {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}
     data = tmp_path / "data"
@@ -428,7 +439,9 @@ def test_llama_factory_dataset_info_applies_columns_tags_and_ranking(tmp_path, c
             "columns": {"prompt": "q", "query": "ctx", "chosen": "good", "rejected": "bad"},
         },
         "remote": {"hf_hub_url": "someone/data"},
+        "pt": {"file_name": "data/pt.jsonl", "columns": {"prompt": "text"}},
     }
+    (tmp_path / "data" / "pt.jsonl").write_text(json.dumps({"text": "A document."}) + "\n")
     (tmp_path / "dataset_info.json").write_text(json.dumps(info, indent=2))
     out = tmp_path / "chat.jsonl"
     code, _, err = cli(capsys, "convert", "--from", "llama-factory", tmp_path / "dataset_info.json",
@@ -468,10 +481,12 @@ def test_llama_factory_dataset_info_applies_columns_tags_and_ranking(tmp_path, c
         "dataset_info.json",
         "pairs.jsonl",
     ]
+    code, _, err = cli(capsys, "convert", tmp_path / "dataset_info.json", "pt", "-o", out)
+    assert code == 0 and read_rows(out) == [{"text": "A document."}], err
     code, _, err = cli(capsys, "convert", tmp_path / "dataset_info.json", "remote", "-o", out)
     assert code == 2 and "only local files" in err
     code, _, err = cli(capsys, "convert", tmp_path / "dataset_info.json", "-o", out)
-    assert code == 2 and "name the dataset to convert" in err and "chat, pairs, remote" in err
+    assert code == 2 and "name the dataset to convert" in err and "chat, pairs, pt, remote" in err
 
 
 def test_hermes_tags_become_tools_calls_and_results(tmp_path, capsys):

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from punie.data import jsonfile
 from punie.data.formats import Record, content_key, texts, tool_calls
 from punie.data.pipeline import keep_rows
 from punie.data.seen import FirstSeen
@@ -93,7 +94,8 @@ class Seen:
         return (len(self._where) - 1) << 40 | rec.line
 
     def _loc(self, packed: int) -> str:
-        return f"{self._where[packed >> 40]}:{packed & ((1 << 40) - 1)}"
+        path = self._where[packed >> 40]
+        return f"{path}:{jsonfile.place(path, packed & ((1 << 40) - 1))}"
 
 
 def dedupe_dataset(

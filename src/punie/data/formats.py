@@ -31,7 +31,13 @@ KINDS = ("chat", "completions", "text", "preference")
 ROLES = ("system", "user", "assistant", "tool")
 SPLITS = ("train", "valid", "test")
 # Formats `punie dataset convert` brings in; named here so validate can point at it.
-FOREIGN = {"conversations": "ShareGPT", "instruction": "Alpaca"}
+FOREIGN = {
+    "conversations": "ShareGPT",
+    "instruction": "Alpaca",
+    "chat": "glaive",
+    "answers": "xLAM",
+    "chosen_messages": "LLaMA-Factory pairs",
+}
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from functools import lru_cache
 from pathlib import Path
 
 import orjson
@@ -55,6 +56,17 @@ def sniff(path: Path | str) -> str:
     if head.startswith(b"{") and is_dataset_info(path, head):
         return "dataset_info"
     return "jsonl"
+
+
+def place(path: str, n: int) -> int:
+    """Row n of `path` as `lines` numbers it: an `Index` in an array file, for messages that
+    kept only the number (dedupe packs file and line into one int)."""
+    return Index(n) if _sniffed(path) == "array" else n
+
+
+@lru_cache(maxsize=64)
+def _sniffed(path: str) -> str:
+    return sniff(path)
 
 
 def _is_json(text: bytes) -> bool:

@@ -79,6 +79,7 @@ ALIASES = {
     "function-call": "call",
 }
 DEFAULT = Layout()
+PRETRAINING = "Alpaca rows with no response column read as text rows (pretraining)"
 KTO_REASON = (
     "a KTO row (one answer labelled {label}); Punie trains SFT and DPO, and as SFT an undesirable "
     "answer would become a training target, so KTO rows are not converted"
@@ -191,6 +192,10 @@ def from_alpaca(row: dict, notes: Notes, lay: Layout = DEFAULT) -> dict:
             "chosen": [{"role": "assistant", "content": chosen}],
             "rejected": [{"role": "assistant", "content": rejected}],
         }
+    elif not (lay.response and lay.response in row) and len(messages) == 1:
+        # No answer column at all: LLaMA-Factory's pretraining layout (`columns: {prompt: text}`).
+        notes.change(PRETRAINING)
+        return {"text": prompt}
     else:
         notes.use(lay.response)
         answer = row.get(lay.response) if lay.response else None
@@ -294,8 +299,10 @@ def load_dataset_info(path: Path | str, name: str | None) -> DatasetInfo:
 
 
 def _files(target: Path, where: str) -> tuple[Path, ...]:
-    if target.is_file():
+    if target.is_file() and target.suffix in (".json", ".jsonl"):
         return (target,)
+    if target.is_file():
+        raise PunieError(f"{where}: {target.name}: only .json and .jsonl files are read")
     if target.is_dir():
         found = sorted(p for p in target.iterdir() if p.suffix in (".json", ".jsonl"))
         if found:
