@@ -136,6 +136,18 @@ def test_keys_convert_does_not_consume_are_counted_and_reported(tmp_path, capsys
     assert "dropped (no place in Punie's rows): conversations[].loss → 2, text → 1" in stdout
 
 
+def test_a_preference_row_whose_answer_does_not_follow_its_prompt_is_refused(tmp_path, capsys):
+    row = {
+        "conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "yo"}],
+        "chosen": {"from": "gpt", "value": "a"},
+        "rejected": {"from": "gpt", "value": "b"},
+    }
+    src = write_jsonl(tmp_path / "d.jsonl", [row])
+    code, _, err = cli(capsys, "convert", src, "-o", tmp_path / "out.jsonl")
+    assert code == 2
+    assert "d.jsonl:1: chosen: prompt + chosen: messages[2].role: two assistant turns" in err
+
+
 def test_a_converted_sft_row_that_ends_without_an_answer_is_refused(tmp_path, capsys):
     row = {"conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "yo"}]}
     row["conversations"].append({"from": "human", "value": "and?"})

@@ -25,7 +25,16 @@ from typing import Any
 from punie.data import jsonfile
 from punie.data.calltext import from_glaive
 from punie.data.convert_base import ConvertError, Notes
-from punie.data.formats import DataFile, Problem, RowError, dataset_files, detect_kind, lines, parse
+from punie.data.formats import (
+    DataFile,
+    Problem,
+    RowError,
+    dataset_files,
+    detect_kind,
+    lines,
+    parse,
+    role_order,
+)
 from punie.data.llamafactory import (
     KTO_REASON,
     converter_for,
@@ -132,6 +141,11 @@ def refusal(row: dict, kind: str) -> tuple[str, str] | None:
             return f"messages[{len(row['messages']) - 1}].role", (
                 f"the last turn is {last}, not assistant; an SFT row ends with the answer to train"
             )
+    if kind == "preference" and isinstance(row["prompt"], list):
+        for key in ("chosen", "rejected"):  # TRL renders prompt + answer as one conversation
+            order = role_order(row["prompt"] + row[key])
+            if order:
+                return key, f"prompt + {key}: {order[0]}: {order[1]}"
     return None
 
 

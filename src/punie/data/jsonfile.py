@@ -24,6 +24,7 @@ from punie.errors import PunieError
 # The keys that make a dataset_info.json entry: where its rows live.
 _INFO_SOURCES = ("file_name", "hf_hub_url", "ms_hub_url", "script_url", "cloud_file_name")
 _SNIFF_BYTES = 1 << 16
+_INFO_MAX_BYTES = 16 << 20
 _BOM = b"\xef\xbb\xbf"
 
 
@@ -82,6 +83,8 @@ def is_dataset_info(path: Path, head: bytes) -> bool:
         return True
     first = head.split(b"\n", 1)[0].strip()
     if first != b"{":  # a JSON-lines row opens and closes on its first line
+        return False
+    if path.stat().st_size > _INFO_MAX_BYTES:  # not a list of datasets; not worth reading
         return False
     try:
         value = json.loads(path.read_bytes().removeprefix(_BOM))
