@@ -10,6 +10,7 @@ Standard library only, Python 3.9 syntax: scripts/setup loads this file with the
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import platform as _stdlib_platform
 import sys
@@ -55,6 +56,177 @@ def _rosetta() -> bool:
 
 
 # --- sandbox: rlimits and isolation strategy (eval/sandbox.py) ---
+
+# A uid with no processes of its own, so RLIMIT_NPROC counts only what the sandboxed code forks.
+_NOBODY = {"linux": 65534, "darwin": 4294967294}  # macOS's nobody is -2
+_AUDIT_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7, "arm64": 0xC00000B7}
+_NR_SOCKET = {"x86_64": 41, "aarch64": 198, "arm64": 198}
+_NR_IO_URING_SETUP = 425  # the same number on both: io_uring can open sockets past seccomp
+_X32_SYSCALL_BIT = 0x40000000
+
+
+@dataclass(frozen=True)
+class SandboxStrategy:
+    """One way to start sandboxed code: a command prefix and what it isolates."""
+
+    prefix: tuple[str, ...]
+    network: bool = False  # a new network namespace: no network but an unconfigured loopback
+    pid_namespace: bool = False  # every process the code forks dies with it; a fresh /proc
+    mount_namespace: bool = False  # private tmpfs /tmp, /var/tmp, /dev/shm and a fresh /proc
+
+
+def sandbox_strategies(host: Host, unshare: str | None) -> tuple[SandboxStrategy, ...]:
+    """The ways to isolate code on `host`, strongest first; the sandbox keeps the first that works.
+
+    Namespaces are Linux's alone (`unshare -r` maps the caller to root in a new user namespace,
+    which lets it make the others without privileges). Elsewhere only rlimits and a temp folder.
+    """
+    out = []
+    if host.is_linux and unshare:
+        base = (unshare, "-rn", "--pid", "--fork", "--kill-child")
+        out.append(SandboxStrategy((*base, "--mount", "--mount-proc"), True, True, True))
+        out.append(SandboxStrategy(base, True, True))
+        out.append(SandboxStrategy((unshare, "-rn"), True))
+    out.append(SandboxStrategy(()))
+    return tuple(out)
+
+
+def sandbox_uid(host: Host, euid: int) -> int | None:
+    """The uid to run code as: nobody for a root caller (the kernel exempts root from
+    RLIMIT_NPROC), else None to stay the caller."""
+    return _NOBODY.get(host.system) if euid == 0 else None
+
+
+def memory_limit_from_parent(host: Host) -> bool:
+    """macOS refuses an RLIMIT_AS below a process's current address space, and arm64 processes
+    map hundreds of GiB: there the parent polls the child's resident memory instead."""
+    return host.is_mac
+
+
+def sandbox_rlimits(
+    host: Host,
+    *,
+    cpu_s: int,
+    memory_mb: int,
+    file_mb: int,
+    nproc: int,
+    user_processes: int | None = None,
+) -> tuple[tuple[str, int, int], ...]:
+    """(resource name, soft, hard) for the child, by host.
+
+    RLIMIT_NPROC counts every process of the child's uid: with `user_processes` (the caller's
+    current count, when the code keeps the caller's uid) the limit allows `nproc` more than that,
+    since a desktop user already runs hundreds. With a fresh uid (None) it is `nproc` itself.
+    """
+    mb = 1024 * 1024
+    limits = [("RLIMIT_CPU", cpu_s, cpu_s + 1)]
+    if not memory_limit_from_parent(host):
+        limits.append(("RLIMIT_AS", memory_mb * mb, memory_mb * mb))
+    procs = nproc + (user_processes or 0)
+    limits += [
+        ("RLIMIT_FSIZE", file_mb * mb, file_mb * mb),
+        ("RLIMIT_NPROC", procs, procs),
+        ("RLIMIT_NOFILE", 256, 256),
+        ("RLIMIT_CORE", 0, 0),
+    ]
+    return tuple(limits)
+
+
+def unix_socket_filter(host: Host) -> bytes | None:
+    """A seccomp BPF program that refuses socket(AF_UNIX, ...) (so no host Unix socket can be
+    reached, whatever its permissions), io_uring (which opens sockets past the filter) and
+    foreign syscall ABIs (x32, i386); None where Linux's seccomp or the CPU is not known.
+
+    Returns the `struct sock_filter` array, ready for prctl(PR_SET_SECCOMP).
+    """
+    import struct
+
+    arch = _AUDIT_ARCH.get(host.machine)
+    if not host.is_linux or arch is None:
+        return None
+    ld, jeq, jge, ret = 0x20, 0x15, 0x35, 0x06
+    allow, eacces, eperm = 0x7FFF0000, 0x00050000 | 13, 0x00050000 | 1
+    x86 = host.machine == "x86_64"
+    prog = [
+        (ld, 0, 0, 4),  # seccomp_data.arch
+        (jeq, 1, 0, arch),
+        (ret, 0, 0, eperm),
+        (ld, 0, 0, 0),  # seccomp_data.nr
+        (jge, 0, 1, _X32_SYSCALL_BIT) if x86 else (jeq, 0, 1, 0xFFFFFFFF),
+        (ret, 0, 0, eperm),
+        (jeq, 0, 1, _NR_IO_URING_SETUP),
+        (ret, 0, 0, eperm),
+        (jeq, 0, 3, _NR_SOCKET[host.machine]),
+        (ld, 0, 0, 16),  # the low half of args[0], the domain (both CPUs are little-endian)
+        (jeq, 0, 1, 1),  # AF_UNIX
+        (ret, 0, 0, eacces),
+        (ret, 0, 0, allow),
+    ]
+    return b"".join(struct.pack("=HBBI", *op) for op in prog)
+
+
+def tree_rss_bytes(pid: int) -> int | None:
+    """Resident memory of `pid` and all its descendants (None once it is gone), read with psutil
+    when installed, else one `ps` call; neither reads /proc by hand, so both work on macOS."""
+    try:
+        import psutil
+    except ImportError:
+        return _ps_tree_rss(pid)
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return None
+    total = 0
+    for p in procs:
+        with contextlib.suppress(psutil.Error):
+            total += p.memory_info().rss
+    return total
+
+
+def _ps_tree_rss(pid: int) -> int | None:
+    import subprocess
+
+    try:
+        out = subprocess.run(
+            ["ps", "-A", "-o", "pid=,ppid=,rss="], capture_output=True, text=True, timeout=5
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return rss_of_tree(out, pid)
+
+
+def rss_of_tree(ps_output: str, pid: int) -> int | None:
+    """Bytes resident in `pid` and its descendants, from `ps -A -o pid=,ppid=,rss=` (KiB on
+    Linux and macOS alike)."""
+    rows = {}
+    for line in ps_output.splitlines():
+        parts = line.split()
+        if len(parts) == 3 and all(p.isdigit() for p in parts):
+            rows[int(parts[0])] = (int(parts[1]), int(parts[2]))
+    if pid not in rows:
+        return None
+    tree, frontier = {pid}, [pid]
+    while frontier:
+        parent = frontier.pop()
+        for child, (ppid, _) in rows.items():
+            if ppid == parent and child not in tree:
+                tree.add(child)
+                frontier.append(child)
+    return 1024 * sum(rows[p][1] for p in tree)
+
+
+def user_process_count(uid: int) -> int:
+    """How many processes `uid` runs now (for a process limit relative to it)."""
+    import subprocess
+
+    try:
+        out = subprocess.run(
+            ["ps", "-A", "-o", "uid="], capture_output=True, text=True, timeout=5
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return 0
+    return sum(1 for line in out.split() if line == str(uid))
 
 
 # --- memory: peak RSS units ---
