@@ -22,6 +22,13 @@ class _RunByDefault(TyperGroup):
             args = ["run", *args]
         return super().parse_args(ctx, args)
 
+    def format_help(self, ctx, formatter):
+        # Probed only when help is shown: starting the sandbox costs a subprocess or a few.
+        from punie.eval.sandbox import protections
+
+        self.epilog = "Code sandbox on this machine: " + "; ".join(protections()) + "."
+        super().format_help(ctx, formatter)
+
 
 app = typer.Typer(
     cls=_RunByDefault,

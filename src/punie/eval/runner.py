@@ -20,6 +20,7 @@ from punie.errors import PunieError
 from punie.eval.cache import ResponseCache, cache_key
 from punie.eval.client import ChatClient, Reply, Sampling, Target
 from punie.eval.identity import Identity, identify
+from punie.eval.sandbox import protections
 from punie.eval.scoring import ScoredCase, mean_pass_at_k, score_case
 from punie.eval.stats import wilson
 from punie.eval.suite import Case, Suite
@@ -60,6 +61,7 @@ class EvalResult:
     started: str | None = None
     wall_s: float | None = None
     metrics: str | None = None  # the adapter's training metrics.jsonl, for the loss curve
+    sandbox: list[str] = field(default_factory=list)  # code suites: the protections that applied
 
     @property
     def passed(self) -> int:
@@ -231,4 +233,5 @@ def run_suite(
         started=started,
         wall_s=round(time.perf_counter() - t0, 3),
         metrics=str(metrics) if metrics else None,
+        sandbox=protections() if suite.kind == "code" else [],
     )
