@@ -45,22 +45,19 @@ HOST_TMP = [f"/tmp/punie-probe-{RUN_ID}", f"/var/tmp/punie-probe-{RUN_ID}"]
 if Path("/dev/shm").is_dir():
     HOST_TMP.append(f"/dev/shm/punie-probe-{RUN_ID}")
 WRONG_ADD = "def add(a, b):\n    return a - b\n"
+REPLACE_OUTPUT = "import os\nfor n in ('.out', '.err'):\n    if os.path.lexists(n):\n"
+REPLACE_OUTPUT += "        os.unlink(n)\n"
 
 
 def _probes(secret_file: Path, sock_path: Path, abstract: str) -> dict[str, tuple[str, str]]:
     """Case id -> (the model's answer, the case's tests)."""
-    replace = (
-        "import os\nfor n in ('.out', '.err'):\n    if os.path.lexists(n):\n        os.unlink(n)\n"
-    )
     return {
         # The old sandbox read .err back by name: a symlink there leaked root-only files.
         "symlink": (
-            replace + f"os.symlink({str(secret_file)!r}, '.err')\n"
+            REPLACE_OUTPUT + f"os.symlink({str(secret_file)!r}, '.err')\n"
             "os.symlink('/etc/shadow', '.out')\nraise SystemExit(1)\n",
             "pass",
         ),
-        # ...and a FIFO there hung the evaluator past every limit.
-        "fifo": (replace + "os.mkfifo('.out')\nos.mkfifo('.err')\n", "pass"),
         # Output closed, still running: the wall limit must still hold.
         "linger": ("import os, time\nos.close(1)\nos.close(2)\ntime.sleep(60)\n", "pass"),
         # A folder its owner cannot enter, and a deep one: the temp folder still goes.
@@ -153,37 +150,17 @@ def _suite_yaml(probes: dict[str, tuple[str, str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-@pytest.fixture(scope="module")
-def hostile(tmp_path_factory):
-    """Run the hostile suite once; yield its results, report text, and the host-side probes."""
-    root = tmp_path_factory.mktemp("hostile")
-    secret_file = root / "secret.txt"
-    secret_file.write_text(f"{SECRET}\n")
-    secret_file.chmod(0o600)
-    # A world-writable Unix socket in a world-writable folder: only the sandbox keeps code out.
-    sock_dir = Path(tempfile.mkdtemp(prefix="punie-sock-", dir="/tmp"))
-    sock_dir.chmod(0o777)
-    sock_path = sock_dir / "s.sock"
-    server = socket.socket(socket.AF_UNIX)
-    server.bind(str(sock_path))
-    sock_path.chmod(0o777)
-    server.listen()
-    server.setblocking(False)
-    abstract = f"\0punie-probe-{RUN_ID}" if sys.platform.startswith("linux") else str(sock_path)
-    abstract_server = None
-    if abstract.startswith("\0"):
-        abstract_server = socket.socket(socket.AF_UNIX)
-        abstract_server.bind(abstract)
-        abstract_server.listen()
-        abstract_server.setblocking(False)
-    # A host process with a marker in its command line, for the /proc probe to look for.
-    host_proc = subprocess.Popen(
-        [sys.executable, "-c", "import time; time.sleep(120)", MARKER],
-    )
-    # Its own TMPDIR, world-traversable as /tmp is, so leftover folders are ours to count.
+@pytest.fixture
+def tmpdir_for_sandbox():
+    """A TMPDIR of the test's own, world-traversable as /tmp is, so leftovers are ours to count."""
     tmpdir = Path(tempfile.mkdtemp(prefix="punie-hostile-tmp-", dir="/tmp"))
     tmpdir.chmod(0o755)
-    probes = _probes(secret_file, sock_path, abstract)
+    yield tmpdir
+    shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+def _eval(probes: dict[str, tuple[str, str]], root: Path, tmpdir: Path, timeout: float) -> dict:
+    """`punie eval` of a suite of `probes` against a server that answers each with its code."""
     httpd = _scripted_server({k: v[0] for k, v in probes.items()})
     suite = root / "hostile.yaml"
     suite.write_text(_suite_yaml(probes))
@@ -196,33 +173,61 @@ def hostile(tmp_path_factory):
             + ["--run-dir", str(run_dir), "--no-cache", "--concurrency", "4", "--json"],
             capture_output=True,
             text=True,
-            timeout=120,
+            timeout=timeout,
             env={**os.environ, "TMPDIR": str(tmpdir)},
         )
-        wall = time.monotonic() - start
-        accepted = []
-        for srv in filter(None, (server, abstract_server)):
-            with contextlib.suppress(BlockingIOError):
-                accepted.append(srv.accept())
-        assert done.returncode == 0, done.stderr
-        results_file = run_dir / "hostile.base.json"
-        yield {
-            "results": json.loads(results_file.read_text()),
-            "results_text": results_file.read_text(),
-            "report": (run_dir / "report.html").read_text(),
-            "cases": {c["id"]: c for c in json.loads(results_file.read_text())["cases"]},
-            "wall_s": wall,
-            "leftovers": sorted(p.name for p in tmpdir.iterdir()),
-            "host_tmp": [p for p in HOST_TMP if os.path.lexists(p)],
-            "accepted": accepted,
-        }
     finally:
         httpd.shutdown()
+    assert done.returncode == 0, done.stderr
+    results_file = run_dir / "hostile.base.json"
+    return {
+        "results": json.loads(results_file.read_text()),
+        "results_text": results_file.read_text(),
+        "report": (run_dir / "report.html").read_text(),
+        "cases": {c["id"]: c for c in json.loads(results_file.read_text())["cases"]},
+        "wall_s": time.monotonic() - start,
+        "leftovers": sorted(p.name for p in tmpdir.iterdir()),
+    }
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory):
+    """Run the hostile suite once; yield its results and report, and what the host saw."""
+    root = tmp_path_factory.mktemp("hostile")
+    secret_file = root / "secret.txt"
+    secret_file.write_text(f"{SECRET}\n")
+    secret_file.chmod(0o600)
+    # A world-writable Unix socket in a world-writable folder: only the sandbox keeps code out.
+    sock_dir = Path(tempfile.mkdtemp(prefix="punie-sock-", dir="/tmp"))
+    sock_dir.chmod(0o777)
+    sock_path = sock_dir / "s.sock"
+    servers = [socket.socket(socket.AF_UNIX)]
+    servers[0].bind(str(sock_path))
+    sock_path.chmod(0o777)
+    abstract = f"\0punie-probe-{RUN_ID}" if sys.platform.startswith("linux") else str(sock_path)
+    if abstract.startswith("\0"):
+        servers.append(socket.socket(socket.AF_UNIX))
+        servers[1].bind(abstract)
+    for srv in servers:
+        srv.listen()
+        srv.setblocking(False)
+    # A host process with a marker in its command line, for the /proc probe to look for.
+    host_proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", MARKER])
+    tmpdir = Path(tempfile.mkdtemp(prefix="punie-hostile-tmp-", dir="/tmp"))
+    tmpdir.chmod(0o755)
+    try:
+        got = _eval(_probes(secret_file, sock_path, abstract), root, tmpdir, timeout=120)
+        got["accepted"] = []
+        for srv in servers:
+            with contextlib.suppress(BlockingIOError):
+                got["accepted"].append(srv.accept())
+        got["host_tmp"] = [p for p in HOST_TMP if os.path.lexists(p)]
+        yield got
+    finally:
         host_proc.kill()
         host_proc.wait()
-        server.close()
-        if abstract_server:
-            abstract_server.close()
+        for srv in servers:
+            srv.close()
         shutil.rmtree(sock_dir, ignore_errors=True)
         shutil.rmtree(tmpdir, ignore_errors=True)
         for p in HOST_TMP:  # only on a sandbox that failed its probe
@@ -238,9 +243,15 @@ def test_symlinked_output_files_leak_nothing(hostile):
         assert "root:" not in text  # /etc/shadow's first line
 
 
-def test_a_fifo_for_output_neither_hangs_nor_leaves_the_folder(hostile):
-    assert hostile["cases"]["fifo"]["passed"], hostile["cases"]["fifo"]["reason"]
-    assert hostile["leftovers"] == []
+def test_a_fifo_for_output_neither_hangs_nor_leaves_the_folder(tmp_path, tmpdir_for_sandbox):
+    # The old sandbox opened .out by name after the run: a FIFO there blocked it for good.
+    fifo = (REPLACE_OUTPUT + "os.mkfifo('.out')\nos.mkfifo('.err')\n", "pass")
+    try:
+        got = _eval({"fifo": fifo}, tmp_path, tmpdir_for_sandbox, timeout=30)
+    except subprocess.TimeoutExpired:
+        pytest.fail("punie eval hung on a FIFO left where output used to be read back")
+    assert got["cases"]["fifo"]["passed"], got["cases"]["fifo"]["reason"]
+    assert got["leftovers"] == []
 
 
 def test_closing_output_and_running_on_meets_the_wall_limit(hostile):
