@@ -344,6 +344,15 @@ def test_unix_sockets_are_refused_wherever_they_live():
     assert "PermissionError" in outcome.why()
 
 
+@pytest.mark.skipif(not isolation().mount_namespace, reason="no mount namespace on this machine")
+def test_the_program_cannot_unmount_its_private_tmp_or_proc():
+    src = "import ctypes, os\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+    src += "for target in (b'/tmp', b'/proc'):\n"
+    src += "    print(libc.umount2(target, 2), os.strerror(ctypes.get_errno()))\n"
+    outcome = run_python(src)
+    assert outcome.stdout.splitlines() == ["-1 Operation not permitted"] * 2
+
+
 def test_socketpair_still_works_under_the_filter():
     outcome = run_python("import socket\na, b = socket.socketpair()\na.send(b'x')\n")
     assert outcome.passed, outcome.why()

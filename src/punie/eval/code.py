@@ -2,7 +2,8 @@
 
 The program is the last fenced code block of the response (```python ... ``` or a bare ```),
 or the whole response when it has no fence. The case's `expect.tests` (Python, usually asserts)
-run after it in the same script; the case passes when the script exits 0 within the limits.
+run after it in the same script; the case passes when the script runs to its end (the sandbox's
+completion token arrives) and exits 0 within the limits.
 """
 
 from __future__ import annotations

@@ -135,7 +135,12 @@ def _preexec(limits: Limits, uid: int | None, host: Host):
     def apply() -> None:
         os.setsid()
         for name, soft, hard in rlimits:
-            resource.setrlimit(getattr(resource, name), (soft, hard))
+            which = getattr(resource, name)
+            # Lowering is always allowed; raising past the caller's own hard limit is not.
+            _, ceiling = resource.getrlimit(which)
+            if ceiling != resource.RLIM_INFINITY:
+                hard = min(hard, ceiling)
+            resource.setrlimit(which, (min(soft, hard), hard))
         if uid is not None:
             os.setgroups([])
             os.setgid(uid)
