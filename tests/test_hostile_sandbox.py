@@ -27,8 +27,10 @@ import pytest
 
 from punie.errors import PunieError
 from punie.eval.sandbox import Limits, isolation, protections, remove_tree, run_python
+from punie.eval.suite import Suite
 from punie.platform import (
     Host,
+    _ps_tree_rss,
     rss_of_tree,
     sandbox_rlimits,
     sandbox_strategies,
@@ -421,3 +423,18 @@ def test_removing_the_temp_folder_opens_locked_folders_but_follows_no_link(tmp_p
     assert not work.exists()
     assert (outside / "keep.txt").read_text() == "mine"
     assert outside.stat().st_mode & 0o777 == 0o755
+
+
+def test_ps_fallback_measures_this_process():
+    assert _ps_tree_rss(os.getpid()) > 1_000_000  # a Python process holds more than 1 MB
+
+
+@pytest.mark.parametrize("value", [0, -1, "lots", 1e300, 2.5])
+def test_a_limit_that_is_not_a_positive_number_is_refused(tmp_path, value):
+    suite = tmp_path / "s.yaml"
+    suite.write_text(
+        f"name: s\nkind: code\nlimits: {{disk_mb: {value}}}\ncases:\n"
+        "  - {id: a, prompt: q, expect: {tests: pass}}\n"
+    )
+    with pytest.raises(PunieError, match=r"s\.yaml: limits\.disk_mb: .* is not a positive integer"):
+        Suite.load(suite)

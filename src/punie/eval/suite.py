@@ -110,6 +110,12 @@ class Suite:
         if unknown:
             allowed = ", ".join(Limits.__dataclass_fields__)
             raise bad(f"limits.{sorted(unknown)[0]}", f"unknown (allowed: {allowed})")
+        for name, value in limits.items():
+            # A zero tmpfs size means no cap at all, and a negative rlimit means none either.
+            kind_ok = isinstance(value, int | float) if name == "wall_s" else isinstance(value, int)
+            if isinstance(value, bool) or not kind_ok or not 0 < value < 1e9:
+                what = "number" if name == "wall_s" else "integer"
+                raise bad(f"limits.{name}", f"{value!r} is not a positive {what}")
 
         cases, seen = [], set()
         for i, c in enumerate(data["cases"]):
