@@ -199,21 +199,15 @@ def _ps_tree_rss(pid: int) -> int | None:
 def rss_of_tree(ps_output: str, pid: int) -> int | None:
     """Bytes resident in `pid` and its descendants, from `ps -A -o pid=,ppid=,rss=` (KiB on
     Linux and macOS alike)."""
-    rows = {}
+    rss, table = {}, []
     for line in ps_output.splitlines():
-        parts = line.split()
-        if len(parts) == 3 and all(p.isdigit() for p in parts):
-            rows[int(parts[0])] = (int(parts[1]), int(parts[2]))
-    if pid not in rows:
+        fields = line.split()
+        if len(fields) == 3 and all(f.isdigit() for f in fields):
+            table.append(Process(int(fields[0]), int(fields[1]), ""))
+            rss[int(fields[0])] = int(fields[2])
+    if pid not in rss:
         return None
-    tree, frontier = {pid}, [pid]
-    while frontier:
-        parent = frontier.pop()
-        for child, (ppid, _) in rows.items():
-            if ppid == parent and child not in tree:
-                tree.add(child)
-                frontier.append(child)
-    return 1024 * sum(rows[p][1] for p in tree)
+    return 1024 * (rss[pid] + sum(rss[p.pid] for p in children_of(pid, table)))
 
 
 def user_process_count(uid: int) -> int:
