@@ -17,13 +17,14 @@ import errno
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from punie.errors import PunieError
+from punie.errors import PunieError, warn
 
 MARKER = ".punie-output.json"
 
@@ -164,6 +165,31 @@ def atomic_dir(path: Path | str, *, kind: str) -> Iterator[Path]:
             shutil.rmtree(old, ignore_errors=True)
 
 
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,99}")
+
+
+def is_safe_name(name: str) -> bool:
+    """Whether `name` is one plain file name on every OS: letters, digits, `.`, `_`, `-`, no
+    no leading dot or `-`, no `..`, at most 100 characters."""
+    return bool(SAFE_NAME.fullmatch(name)) and ".." not in name
+
+
+def safe_file_name(text: str) -> str:
+    """`text` made a safe file name: every other character becomes `_` (`../x` -> `_._x`)."""
+    name = _UNSAFE.sub("_", text)[:100].replace("..", "_.")
+    return name if is_safe_name(name) else f"_{name}"[:100]
+
+
+def file_in(folder: Path | str, name: str) -> Path:
+    """`folder / name`, refused with one line unless it is a file directly inside `folder`."""
+    folder = Path(folder)
+    path = folder / name
+    if not name or Path(name).name != name or path.resolve().parent != folder.resolve():
+        raise PunieError(f"{name!r}: not a plain file name; it would be written outside {folder}")
+    return path
+
+
 def write_json(path: Path | str, data: Any) -> None:
     with atomic_file(path) as f:
         json.dump(data, f, indent=2, sort_keys=True, ensure_ascii=False)
@@ -220,6 +246,29 @@ def read_jsonl_tolerant(path: Path | str) -> list[dict]:
             if isinstance(row, dict):
                 rows.append(row)
     return rows
+
+
+def read_jsonl_lenient(path: Path | str) -> Iterator[tuple[int, dict]]:
+    """`(line number, row)` of a JSONL file someone else may have written or cut short (metrics
+    given to a report): a line that is not a JSON object is skipped with a warning naming it."""
+    try:
+        f = open(path, encoding="utf-8", errors="replace")  # noqa: SIM115 - closed below
+    except OSError as e:
+        warn(f"{path}: cannot read ({e.strerror}); left out")
+        return
+    with f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except (ValueError, RecursionError) as e:
+                warn(f"{path}:{n}: skipped: not valid JSON ({getattr(e, 'msg', e)})")
+                continue
+            if not isinstance(row, dict):
+                warn(f"{path}:{n}: skipped: not a JSON object")
+                continue
+            yield n, row
 
 
 def file_sha256(path: Path | str) -> str:
