@@ -164,7 +164,9 @@ def main() -> None:
         if e.errno not in DISK_ERRNOS:  # anything else is a bug and keeps its traceback
             raise
         console.print(
-            f"[red]error:[/red] {disk_error('output', e)}", highlight=False, soft_wrap=True
+            f"[red]error:[/red] {disk_error(e.filename or 'output', e)}",
+            highlight=False,
+            soft_wrap=True,
         )
         sys.exit(1)
     except KeyboardInterrupt:

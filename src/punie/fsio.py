@@ -35,9 +35,9 @@ DISK_ERRNOS = frozenset(
 
 
 def disk_error(path: Path | str, e: OSError) -> PunieError:
-    """The one-line error for an output that the disk would not take."""
-    where = e.filename if e.filename is not None else path
-    return PunieError(f"{where}: cannot write ({e.strerror or e})")
+    """The one-line error for an output that the disk would not take (named as the user named
+    it, not as the temporary being written)."""
+    return PunieError(f"{path}: cannot write ({e.strerror or e})")
 
 
 def _is_disk_error(e: BaseException) -> bool:
