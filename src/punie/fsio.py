@@ -263,7 +263,12 @@ def read_jsonl_lenient(path: Path | str) -> Iterator[tuple[int, dict]]:
             try:
                 row = json.loads(line)
             except (ValueError, RecursionError) as e:
-                warn(f"{path}:{n}: skipped: not valid JSON ({getattr(e, 'msg', e)})")
+                why = (
+                    "cut short (its writer stopped mid-line)"
+                    if not line.endswith("\n")
+                    else f"not valid JSON ({getattr(e, 'msg', e)})"
+                )
+                warn(f"{path}:{n}: skipped: {why}")
                 continue
             if not isinstance(row, dict):
                 warn(f"{path}:{n}: skipped: not a JSON object")
