@@ -314,6 +314,14 @@ def test_a_read_only_disk_is_one_line(tmp_path, rows, small_disk):
     assert "Read-only file system" in line
 
 
+def test_a_read_only_run_folder_is_one_line_at_the_cli_boundary(tmp_path, small_disk):
+    disk = small_disk("ro,size=64k")
+    result = punie("eval", "run", "reasoning-basic", "--model", str(tmp_path / "none"),
+                   "--run-dir", str(disk / "run"))  # fmt: skip
+    line = one_line_error(result)
+    assert str(disk / "run") in line and "Read-only file system" in line
+
+
 def results(tmp_path: Path, label: str, metrics: Path | None = None) -> dict:
     case = {"id": "one", "category": "default", "passed": True, "label": None, "reason": "",
             "expected": {"answer": "2"}, "content": "2", "tool_calls": None,

@@ -20,7 +20,7 @@ from punie.backends.cli import backends_command
 from punie.data.cli import dataset_app
 from punie.errors import PunieError, PunieWarning
 from punie.eval.cli import app as eval_app
-from punie.fsio import DISK_ERRNOS, disk_error
+from punie.fsio import DISK_ERRNOS
 from punie.serve.cli import serve as serve_command
 from punie.train.cli import fuse_command, runs_app, train_command
 
@@ -161,13 +161,12 @@ def main() -> None:
         console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
         sys.exit(e.exit_code)
     except OSError as e:
-        if e.errno not in DISK_ERRNOS:  # anything else is a bug and keeps its traceback
+        # a full, read-only or forbidden disk is the user's to fix; any other OSError is a bug
+        # and keeps its traceback
+        if e.errno not in DISK_ERRNOS:
             raise
-        console.print(
-            f"[red]error:[/red] {disk_error(e.filename or 'output', e)}",
-            highlight=False,
-            soft_wrap=True,
-        )
+        where = f"{e.filename}: " if e.filename else ""
+        console.print(f"[red]error:[/red] {where}{e.strerror}", highlight=False, soft_wrap=True)
         sys.exit(1)
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/yellow]")
