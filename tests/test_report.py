@@ -9,6 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from punie.cli import app
+from punie.errors import PunieWarning
 from punie.eval.runner import CaseResult, EvalResult
 from punie.eval.stats import mcnemar_exact
 from punie.platform import chrome_install_hint, current, find_chrome
@@ -98,7 +99,8 @@ def test_loss_curve_is_embedded(tmp_path):
     metrics = tmp_path / "metrics.jsonl"
     rows = [{"iteration": i, "train_loss": 3.0 - i / 10} for i in range(1, 11)]
     metrics.write_text("\n".join(json.dumps(r) for r in rows) + '\n{"iteration": 11, "trai')
-    html = render([run("base", outcomes(1, 1))], title="t", metrics=metrics)
+    with pytest.warns(PunieWarning, match=r"metrics.jsonl:11: skipped: cut short"):
+        html = render([run("base", outcomes(1, 1))], title="t", metrics=metrics)
     assert "Training loss" in html and "<polyline" in html
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import Annotated
 
@@ -17,8 +18,9 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from punie import __version__
 from punie.backends.cli import backends_command
 from punie.data.cli import dataset_app
-from punie.errors import PunieError
+from punie.errors import PunieError, PunieWarning
 from punie.eval.cli import app as eval_app
+from punie.fsio import DISK_ERRNOS
 from punie.serve.cli import serve as serve_command
 from punie.train.cli import fuse_command, runs_app, train_command
 
@@ -139,13 +141,33 @@ def demo(
         print(result.report)
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A PunieWarning is one line for the user; any other warning keeps Python's form."""
+    if issubclass(category, PunieWarning):
+        console.print(f"[yellow]warning:[/yellow] {message}", highlight=False, soft_wrap=True)
+    else:
+        _python_show_warning(message, category, filename, lineno, file, line)
+
+
+_python_show_warning = warnings.showwarning
+
+
 def main() -> None:
     """Entry point: PunieError becomes a one-line message and its exit code; Ctrl-C exits 130."""
+    warnings.showwarning = _show_warning
     try:
         app()
     except PunieError as e:
         console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
         sys.exit(e.exit_code)
+    except OSError as e:
+        # a full, read-only or forbidden disk is the user's to fix; any other OSError is a bug
+        # and keeps its traceback
+        if e.errno not in DISK_ERRNOS:
+            raise
+        where = f"{e.filename}: " if e.filename else ""
+        console.print(f"[red]error:[/red] {where}{e.strerror}", highlight=False, soft_wrap=True)
+        sys.exit(1)
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/yellow]")
         sys.exit(130)

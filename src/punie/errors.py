@@ -11,3 +11,14 @@ class PunieError(Exception):
     def __init__(self, message: str, exit_code: int = 2):
         super().__init__(message)
         self.exit_code = exit_code
+
+
+class PunieWarning(UserWarning):
+    """Something skipped that the user should know about; the CLI prints it as one line."""
+
+
+def warn(message: str) -> None:
+    """Say, in one line, what was skipped and where (`metrics.jsonl:7: ...`)."""
+    import warnings
+
+    warnings.warn(PunieWarning(message), stacklevel=2)

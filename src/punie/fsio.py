@@ -1,55 +1,193 @@
-"""Atomic file and folder writes: a reader never sees half an output.
+"""Atomic file and folder writes: a reader never sees half an output, and nothing of the user's
+is ever replaced.
 
 Every output Punie writes goes to a temporary sibling first and is renamed into place only once it
 is complete; on any error (or Ctrl-C) the temporary is removed and the destination is untouched.
+
+A folder output carries a marker, `.punie-output.json`, naming its kind (`dataset`, `model`, ...)
+and every entry Punie wrote in it. An existing folder is replaced only when it is empty or when
+its marker says it is a Punie output of the same kind and it holds nothing the marker does not
+list; anything else is refused before any work starts, so a user's file is never deleted.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from punie.errors import PunieError
+from punie.errors import PunieError, warn
+
+MARKER = ".punie-output.json"
+
+# Errors of the disk rather than of Punie: said in one line naming the output, never a traceback.
+DISK_ERRNOS = frozenset(
+    {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT, errno.EFBIG}
+)
+
+
+def disk_error(path: Path | str, e: OSError) -> PunieError:
+    """The one-line error for an output that the disk would not take (named as the user named
+    it, not as the temporary being written)."""
+    return PunieError(f"{path}: cannot write ({e.strerror or e})")
+
+
+def _is_disk_error(e: BaseException) -> bool:
+    return isinstance(e, OSError) and e.errno in DISK_ERRNOS
 
 
 @contextlib.contextmanager
 def atomic_file(path: Path | str, mode: str = "w") -> Iterator[IO[Any]]:
     """Open a temp file beside `path`; rename it onto `path` only if the block succeeds."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    if path.is_dir():
+        raise PunieError(f"{path}: is a folder; name a file to write")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except (FileExistsError, NotADirectoryError):
+        raise PunieError(f"{path}: a part of this path is a file, not a folder") from None
+    except OSError as e:
+        raise disk_error(path, e) from None
     try:
         kwargs = {} if "b" in mode else {"encoding": "utf-8", "newline": "\n"}
         with os.fdopen(fd, mode, **kwargs) as f:
             yield f
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        # a write to this file fails with no file name: say which output the disk refused
+        if _is_disk_error(e) and e.filename in (None, tmp):
+            raise disk_error(path, OSError(e.errno, e.strerror)) from None
         raise
+
+
+def entries(folder: Path) -> list[str]:
+    """Every file and folder under `folder`, as sorted `/`-separated relative paths."""
+    found = []
+    for root, dirs, files in os.walk(folder):
+        rel = Path(root).relative_to(folder)
+        found += [(rel / name).as_posix() for name in dirs + files]
+    return sorted(found)
+
+
+def read_marker(folder: Path | str) -> dict[str, Any] | None:
+    """The marker of a Punie folder output, or None when there is none (or it is unreadable)."""
+    try:
+        marker = json.loads((Path(folder) / MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    ok = isinstance(marker, dict) and isinstance(marker.get("files"), list)
+    return marker if ok else None
+
+
+def check_replaceable(path: Path | str, kind: str) -> None:
+    """Refuse, with one line, to replace `path` unless it is missing, empty, or a Punie output of
+    `kind` holding only what Punie wrote there."""
+    path = Path(path)
+    if not path.exists() and not path.is_symlink():
+        return
+    if path.is_symlink() or not path.is_dir():
+        raise PunieError(f"{path}: is a file; name a folder (Punie writes a folder here)")
+    with contextlib.suppress(OSError):
+        if Path.cwd().resolve().is_relative_to(path.resolve()):
+            raise PunieError(f"{path}: is the current folder (or holds it); name another folder")
+    found = [e for e in entries(path) if e != MARKER]
+    if not found and not (path / MARKER).exists():
+        return
+    marker = read_marker(path)
+    if marker is None:
+        raise PunieError(
+            f"{path}: is not empty and is not a Punie output (it holds {found[0]}); "
+            "name a new or empty folder"
+        )
+    if marker.get("kind") != kind:
+        raise PunieError(
+            f"{path}: holds a Punie {marker.get('kind')!s} output, not a {kind}; "
+            "name another folder"
+        )
+    foreign = sorted(set(found) - set(marker["files"]))
+    if foreign:
+        raise PunieError(
+            f"{path}: holds {foreign[0]}, which Punie did not write; "
+            "move it away or name another folder"
+        )
 
 
 @contextlib.contextmanager
-def atomic_dir(path: Path | str) -> Iterator[Path]:
-    """Yield an empty temp folder beside `path`; it replaces `path` only if the block succeeds."""
+def atomic_dir(path: Path | str, *, kind: str) -> Iterator[Path]:
+    """Yield an empty temp folder beside `path`; it replaces `path` only if the block succeeds.
+
+    `kind` names what the folder is; an existing `path` that is not a Punie output of this kind
+    (see `check_replaceable`) is refused before the block runs and again before the swap.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    check_replaceable(path, kind)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    except (FileExistsError, NotADirectoryError):
+        raise PunieError(f"{path}: a part of this path is a file, not a folder") from None
+    except OSError as e:
+        raise disk_error(path, e) from None
+    old = None
     try:
         yield tmp
+        marker = {"kind": kind, "files": entries(tmp)}
+        with open(tmp / MARKER, "w", encoding="utf-8") as f:
+            json.dump(marker, f, indent=2, sort_keys=True)
+            f.write("\n")
+        check_replaceable(path, kind)  # something may have appeared while the block ran
         if path.exists():
-            shutil.rmtree(path)
+            # aside first, so a crash between the two renames keeps the old output
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+            os.replace(path, old)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None and not path.exists():
+            os.replace(old, path)
+            old = None
+        if _is_disk_error(e) and (e.filename is None or str(e.filename).startswith(str(tmp))):
+            raise disk_error(path, OSError(e.errno, e.strerror)) from None
         raise
+    finally:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,99}")
+
+
+def is_safe_name(name: str) -> bool:
+    """Whether `name` is one plain file name on every OS: letters, digits, `.`, `_`, `-`, no
+    no leading dot or `-`, no `..`, at most 100 characters."""
+    return bool(SAFE_NAME.fullmatch(name)) and ".." not in name
+
+
+def safe_file_name(text: str) -> str:
+    """`text` made a safe file name: every other character becomes `_` (`../x` -> `_._x`)."""
+    name = _UNSAFE.sub("_", text)[:100].replace("..", "_.")
+    return name if is_safe_name(name) else f"_{name}"[:100]
+
+
+def file_in(folder: Path | str, name: str) -> Path:
+    """`folder / name`, refused with one line unless it is a file directly inside `folder`."""
+    folder = Path(folder)
+    path = folder / name
+    if not name or Path(name).name != name or path.resolve().parent != folder.resolve():
+        raise PunieError(f"{name!r}: not a plain file name; it would be written outside {folder}")
+    return path
 
 
 def write_json(path: Path | str, data: Any) -> None:
@@ -108,6 +246,34 @@ def read_jsonl_tolerant(path: Path | str) -> list[dict]:
             if isinstance(row, dict):
                 rows.append(row)
     return rows
+
+
+def read_jsonl_lenient(path: Path | str) -> Iterator[tuple[int, dict]]:
+    """`(line number, row)` of a JSONL file someone else may have written or cut short (metrics
+    given to a report): a line that is not a JSON object is skipped with a warning naming it."""
+    try:
+        f = open(path, encoding="utf-8", errors="replace")  # noqa: SIM115 - closed below
+    except OSError as e:
+        warn(f"{path}: cannot read ({e.strerror}); left out")
+        return
+    with f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except (ValueError, RecursionError) as e:
+                why = (
+                    "cut short (its writer stopped mid-line)"
+                    if not line.endswith("\n")
+                    else f"not valid JSON ({getattr(e, 'msg', e)})"
+                )
+                warn(f"{path}:{n}: skipped: {why}")
+                continue
+            if not isinstance(row, dict):
+                warn(f"{path}:{n}: skipped: not a JSON object")
+                continue
+            yield n, row
 
 
 def file_sha256(path: Path | str) -> str:

@@ -132,7 +132,7 @@ def convert_mlx_to_peft(adapter: Path, out: Path, base_model: str = "") -> Path:
     adapter = Path(adapter)
     config = _read_config(adapter)
     weights, peft_config = mlx_to_peft(_load(adapter / MLX_WEIGHTS), config, base_model)
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, kind="adapter") as tmp:
         _save(tmp, PEFT_WEIGHTS, weights)
         write_json(tmp / CONFIG, peft_config)
     return Path(out)
@@ -151,7 +151,7 @@ def convert_peft_to_mlx(adapter: Path, out: Path, num_hidden_layers: int | None 
             )
         num_hidden_layers = json.loads((base / "config.json").read_text())["num_hidden_layers"]
     weights, mlx_config = peft_to_mlx(_load(adapter / PEFT_WEIGHTS), config, num_hidden_layers)
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, kind="adapter") as tmp:
         _save(tmp, MLX_WEIGHTS, weights)
         write_json(tmp / CONFIG, mlx_config)
     return Path(out)

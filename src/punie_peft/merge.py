@@ -38,7 +38,7 @@ def merge_adapter(base: str | Path, adapter: Path, out: Path) -> Path:
         dtype = base_dtype(base_dir)
         model = model.to(getattr(torch, dtype))  # merged in float32, saved as the base was
         tokenizer = AutoTokenizer.from_pretrained(base_dir)
-        with atomic_dir(out) as tmp:
+        with atomic_dir(out, kind="model") as tmp:
             model.save_pretrained(tmp, safe_serialization=True)
             tokenizer.save_pretrained(tmp)
             keep_base_config(base_dir, tmp)
@@ -70,7 +70,7 @@ def fuse_run(run_dir: Path, out: Path) -> Path:
         raise PunieError(f"fuse: {config_path}: missing (is {run_dir} a run folder?)")
     config = json.loads(config_path.read_text(encoding="utf-8"))
     if config.get("fine_tune_type") == "full":  # a full fine-tune already is a whole model
-        with atomic_dir(out) as tmp:
+        with atomic_dir(out, kind="model") as tmp:
             shutil.copytree(run_dir / "model", tmp, dirs_exist_ok=True)
         return Path(out)
     return merge_adapter(config["model"], run_dir / "peft", out)

@@ -192,12 +192,12 @@ def train_here(config: Any, run_dir: Path, on_metrics=None) -> Path:
 
 def _save(trainer, tokenizer, config: Any, run_dir: Path, model_dir: Path, num_layers: int) -> Path:
     if config.fine_tune_type == "full":
-        with atomic_dir(run_dir / MODEL_DIR) as tmp:
+        with atomic_dir(run_dir / MODEL_DIR, kind="model") as tmp:
             trainer.model.save_pretrained(tmp, safe_serialization=True)
             tokenizer.save_pretrained(tmp)
             keep_base_config(model_dir, tmp)  # float32 weights; mlx_lm reads the old keys
         return run_dir / MODEL_DIR
-    with atomic_dir(run_dir / PEFT_DIR) as tmp:
+    with atomic_dir(run_dir / PEFT_DIR, kind="adapter") as tmp:
         trainer.model.save_pretrained(tmp, safe_serialization=True)
     if config.fine_tune_type == "lora":
         write_mlx_adapter(run_dir / PEFT_DIR, run_dir, num_layers)

@@ -100,6 +100,11 @@ def open_output(
         if splits is None:
             if out.is_dir():
                 raise PunieError(f"{out}: is a folder; this command writes one .jsonl file here")
+            if out.exists() and not _written_by_punie(out):
+                raise PunieError(
+                    f"{out}: exists and is not a Punie output (no {manifest_path(out, False).name}"
+                    " listing it); name a new file"
+                )
             f = stack.enter_context(atomic_file(out, "wb"))
             result = Output(out, {"": Sink(f, out.name)}, reject_sink)
             yield result
@@ -107,7 +112,7 @@ def open_output(
         else:
             if out.suffix == ".jsonl":
                 raise PunieError(f"{out}: this command writes a folder of splits; name a folder")
-            tmp = stack.enter_context(atomic_dir(out))
+            tmp = stack.enter_context(atomic_dir(out, kind="dataset"))
             files = {s: stack.enter_context(open(tmp / f"{s}.jsonl", "wb")) for s in splits}
             sinks = {s: Sink(f, f"{s}.jsonl") for s, f in files.items()}
             result = Output(out, sinks, reject_sink, folder=True)
@@ -119,6 +124,15 @@ def open_output(
             write_json(tmp / "manifest.json", _manifest(result, inputs, seed, command))
     if splits is None:
         write_json(manifest_path(out, folder=False), _manifest(result, inputs, seed, command))
+
+
+def _written_by_punie(out: Path) -> bool:
+    """Whether the manifest beside a one-file output lists it, so replacing it loses nothing."""
+    try:
+        manifest = json.loads(manifest_path(out, folder=False).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and out.name in (manifest.get("outputs") or {})
 
 
 def _manifest(

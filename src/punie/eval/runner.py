@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-from punie.errors import PunieError
+from punie.errors import PunieError, warn
 from punie.eval.cache import ResponseCache, cache_key
 from punie.eval.client import ChatClient, Reply, Sampling, Target
 from punie.eval.identity import Identity, identify
@@ -101,18 +103,72 @@ class EvalResult:
 
     @classmethod
     def read(cls, path: Path) -> EvalResult:
+        """A results file; a case entry that is not a case result is skipped with a warning
+        naming the file and the entry, so one damaged case does not hide the others."""
         try:
             data = json.loads(Path(path).read_text(encoding="utf-8"))
-            names = set(CaseResult.__dataclass_fields__)
-            cases = tuple(
-                CaseResult(**{k: v for k, v in c.items() if k in names}) for c in data["cases"]
+        except FileNotFoundError:
+            raise PunieError(f"{path}: no such results file") from None
+        except (OSError, ValueError, RecursionError) as e:
+            raise PunieError(f"{path}: not a punie eval results file ({e})") from None
+        if not isinstance(data, dict) or not isinstance(data.get("cases"), list):
+            raise PunieError(f"{path}: not a punie eval results file (no list of cases)")
+        cases = []
+        for i, c in enumerate(data["cases"]):
+            problem = _case_problem(c)
+            if problem:
+                warn(f"{path}: cases[{i}]: skipped: {problem}")
+                continue
+            if c.get("latency_s") is not None and not _is_rate(c["latency_s"]):
+                warn(f"{path}: cases[{i}]: latency_s: {c['latency_s']!r} is not a number; left out")
+                c = {**c, "latency_s": None}
+            cases.append(CaseResult(**{k: v for k, v in c.items() if k in _CASE_FIELDS}))
+        if data["cases"] and not cases:
+            raise PunieError(f"{path}: not one of its {len(data['cases'])} cases is readable")
+        pass_at_k = data.get("pass_at_k") or {}
+        if not isinstance(pass_at_k, dict) or not all(map(_is_rate, pass_at_k.values())):
+            warn(f"{path}: pass_at_k: {pass_at_k!r} is not a map of rates; left out")
+            pass_at_k = {}
+        names = set(cls.__dataclass_fields__) - {"cases", "pass_at_k"}
+        try:
+            return cls(
+                **{k: v for k, v in data.items() if k in names},
+                cases=tuple(cases),
+                pass_at_k=pass_at_k,
             )
-            names = set(cls.__dataclass_fields__) - {"cases"}
-            return cls(**{k: v for k, v in data.items() if k in names}, cases=cases)
-        except FileNotFoundError as e:
-            raise PunieError(f"{path}: no such results file") from e
-        except (ValueError, KeyError, TypeError) as e:
-            raise PunieError(f"{path}: not a punie eval results file ({e})") from e
+        except TypeError as e:
+            raise PunieError(f"{path}: not a punie eval results file ({e})") from None
+
+
+_CASE_FIELDS = set(CaseResult.__dataclass_fields__)
+_CASE_REQUIRED = {
+    name
+    for name, f in CaseResult.__dataclass_fields__.items()
+    if f.default is MISSING and f.default_factory is MISSING
+}
+
+
+def _case_problem(c: Any) -> str | None:
+    """What makes `c` unusable as a case result, or None."""
+    if not isinstance(c, dict):
+        return "not a JSON object"
+    missing = sorted(_CASE_REQUIRED - set(c))
+    if missing:
+        return f"missing {', '.join(missing)}"
+    if not isinstance(c["passed"], bool):
+        return f"passed: {c['passed']!r} is not true or false"
+    if not isinstance(c["id"], str | int) or not isinstance(c["category"], str):
+        return "id and category must be text"
+    if not isinstance(c["content"], str | None) or not isinstance(c["tool_calls"], list | None):
+        return "content must be text and tool_calls a list"
+    for key in ("n", "c"):
+        if key in c and (not isinstance(c[key], int) or isinstance(c[key], bool)):
+            return f"{key}: {c[key]!r} is not a whole number"
+    return None
+
+
+def _is_rate(x: Any) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
 
 
 def case_result(case: Case, scored: ScoredCase, first: Reply, cached: bool) -> CaseResult:

@@ -18,6 +18,7 @@ from punie.eval.cache import ResponseCache, default_cache_dir
 from punie.eval.client import Sampling, Target
 from punie.eval.runner import CaseResult, EvalResult, run_suite
 from punie.eval.suite import Suite
+from punie.fsio import file_in, safe_file_name
 from punie.report.html import write_report
 from punie.serve.server import Server
 
@@ -52,11 +53,31 @@ def default_run_dir() -> Path:
 
 
 def variant_label(adapter: str | None, taken: set[str]) -> str:
-    base = "base" if adapter is None else (Path(adapter).name or "adapted")
+    """A label for the variant, unique among `taken` even ignoring case: labels name results
+    files, and `Base` and `base` are one file on a case-insensitive disk (macOS, Windows)."""
+    base = "base" if adapter is None else safe_file_name(Path(adapter).name or "adapted")
+    folded = {t.casefold() for t in taken}
     label, n = base, 2
-    while label in taken:
+    while label.casefold() in folded:
         label, n = f"{base}-{n}", n + 1
     return label
+
+
+def results_path(run_dir: Path, suite: str, label: str) -> Path:
+    """`<suite>.<label>.json` in `run_dir`, each part a safe file name, never outside it."""
+    return file_in(run_dir, f"{safe_file_name(suite)}.{safe_file_name(label)}.json")
+
+
+def _check_suite_names(suites: list[Suite]) -> None:
+    """Two suites whose names differ only in case would write the same results files."""
+    seen: dict[str, Suite] = {}
+    for s in suites:
+        other = seen.setdefault(s.name.casefold(), s)
+        if other is not s:
+            raise PunieError(
+                f"{s.path}: suite name {s.name!r} is also the name of {other.path} "
+                f"({other.name!r}; names are compared ignoring case); rename one"
+            )
 
 
 def _check_adapter(adapter: str) -> None:
@@ -67,6 +88,7 @@ def _check_adapter(adapter: str) -> None:
 def run_eval(plan: EvalPlan, on_case: Callable[[str, CaseResult], None] | None = None) -> EvalRun:
     """Evaluate every (suite, variant) pair of `plan`; `on_case(label, result)` reports progress."""
     suites = [Suite.load(s) for s in plan.suites]
+    _check_suite_names(suites)
     for adapter in plan.adapters:
         if adapter is not None and plan.base_url is None:
             _check_adapter(adapter)
@@ -108,7 +130,7 @@ def run_eval(plan: EvalPlan, on_case: Callable[[str, CaseResult], None] | None =
                     server_status=server.status if server else None,
                 )
                 results.append(result)
-                files.append(result.write(run_dir / f"{suite.name}.{label}.json"))
+                files.append(result.write(results_path(run_dir, suite.name, label)))
     title = plan.title or f"Punie eval: {', '.join(s.name for s in suites)}"
     report = write_report(plan.report or run_dir / "report.html", results, title=title)
     return EvalRun(run_dir, tuple(results), tuple(files), report, log)

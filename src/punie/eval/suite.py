@@ -18,6 +18,7 @@ import yaml
 from punie.errors import PunieError
 from punie.eval.reasoning import DEFAULT_PATTERN, SCORERS
 from punie.eval.sandbox import Limits
+from punie.fsio import is_safe_name
 
 KINDS = ("tool_calling", "reasoning", "code")
 ROLES = ("system", "user", "assistant", "tool")
@@ -83,6 +84,13 @@ class Suite:
         for key in ("name", "kind", "cases"):
             if key not in data:
                 raise bad(key, "missing")
+        name = data["name"]
+        if not isinstance(name, str | int) or not is_safe_name(str(name)):
+            raise bad(
+                "name",
+                f"{name!r} is not a safe file name (letters, digits, '.', '_' and '-', not "
+                "starting with '.' or '-', at most 100 characters): it names results files",
+            )
         kind = data["kind"]
         if kind not in KINDS:
             raise bad("kind", f"{kind!r} is not one of {', '.join(KINDS)}")

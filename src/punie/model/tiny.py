@@ -175,7 +175,7 @@ def build_tiny_model(out: Path, *, seed: int = 0, shape: TinyShape = TinyShape()
     eos_id = tokenizer.token_to_id("<|im_end|>")
     pad_id = tokenizer.token_to_id("<|endoftext|>")
 
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, kind="model") as tmp:
         tokenizer.save(str(tmp / "tokenizer.json"))
         write_json(tmp / "tokenizer_config.json", _tokenizer_config(tokenizer))
         write_json(

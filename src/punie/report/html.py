@@ -7,6 +7,7 @@ charts are built here from numbers and our own labels, each label escaped.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from html import escape
@@ -15,9 +16,10 @@ from pathlib import Path
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from punie import __version__
+from punie.errors import warn
 from punie.eval.runner import EvalResult
 from punie.eval.stats import wilson
-from punie.fsio import atomic_file, read_jsonl_tolerant
+from punie.fsio import atomic_file, read_jsonl_lenient
 from punie.report.compare import Comparison, compare
 
 COLOURS = ("#5b7bd5", "#2e9e62", "#e07b39", "#8e5bd5", "#c9a227", "#3aa6b9")
@@ -80,22 +82,20 @@ def loss_chart(metrics_path: Path | str | None, width: int = 640, height: int = 
     """The train/val loss curve from a run's metrics.jsonl, as inline SVG; None without data."""
     if not metrics_path or not Path(metrics_path).is_file():
         return None
-    series: dict[str, list[tuple[float, float]]] = {"train_loss": [], "val_loss": []}
-    for m in read_jsonl_tolerant(metrics_path):
-        for key, points in series.items():
-            if m.get(key) is not None and "iteration" in m:
-                points.append((m["iteration"], m[key]))
+    series = loss_points(metrics_path)
     points = series["train_loss"] + series["val_loss"]
     if not points:
         return None
     x_max = max(p[0] for p in points) or 1
-    y_max = max(p[1] for p in points) or 1
+    y_lo = min(0.0, *(p[1] for p in points))  # a loss below 0 (a reward) still fits
+    y_max = max(p[1] for p in points)
+    span = (y_max - y_lo) or 1
     pad = 30
 
     def xy(p):
         return (
             f"{pad + (width - 2 * pad) * p[0] / x_max:.1f},"
-            f"{height - pad - (height - 2 * pad) * p[1] / y_max:.1f}"
+            f"{height - pad - (height - 2 * pad) * (p[1] - y_lo) / span:.1f}"
         )
 
     svg = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}">']
@@ -108,10 +108,34 @@ def loss_chart(metrics_path: Path | str | None, width: int = 640, height: int = 
                 f'fill="{colour}" font-size="12">{key}</text>'
             )
     svg.append(
-        f'<text x="{pad}" y="{height - 8}" font-size="11">0 … {x_max} iterations; '
-        f"loss 0 … {y_max:.2f}</text></svg>"
+        f'<text x="{pad}" y="{height - 8}" font-size="11">0 … {x_max:g} iterations; '
+        f"loss {y_lo:.2f} … {y_max:.2f}</text></svg>"
     )
     return "".join(svg)
+
+
+def loss_points(metrics_path: Path | str) -> dict[str, list[tuple[float, float]]]:
+    """The (iteration, loss) points of a metrics.jsonl that can be drawn; a line or a value that
+    cannot (bad JSON, NaN, inf, not a number) is left out with a warning naming file:line."""
+    series: dict[str, list[tuple[float, float]]] = {"train_loss": [], "val_loss": []}
+    for n, m in read_jsonl_lenient(metrics_path):
+        it = m.get("iteration")
+        if not _finite(it):
+            warn(f"{metrics_path}:{n}: iteration: {it!r} is not a finite number; line skipped")
+            continue
+        for key, points in series.items():
+            value = m.get(key)
+            if value is None:
+                continue
+            if _finite(value):
+                points.append((float(it), float(value)))
+            else:
+                warn(f"{metrics_path}:{n}: {key}: {value!r} is not a finite number; not drawn")
+    return series
+
+
+def _finite(x: object) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
 
 
 def _shown(case) -> str:

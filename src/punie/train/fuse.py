@@ -209,7 +209,7 @@ def fuse_run(
             f"{base.name} is {model_type(base) or 'an unknown type'} (fuse without --gguf)"
         )
     log = out.parent / f".{out.name}.fuse.log"
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, kind="model") as tmp:
         with child_process(fuse_command(base, adapter, tmp, dequantize, gguf), log=log) as proc:
             code = proc.wait()
         if code != 0:

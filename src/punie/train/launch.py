@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import shutil
 import time
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
@@ -128,13 +127,10 @@ def start(
     run_dir = Path(config.adapter_path)
     if resume:
         record = runs.load_record(run_dir)
-        if (
-            record.get("status") == "running"
-            and runs.current_status(run_dir, record)["status"] == "running"
-        ):
-            raise PunieError(f"{run_dir}: the run is still going (pid {record.get('pid')})")
     backend, config, manifest = check(config)
+    lock = runs.claim(run_dir, resume=resume, overwrite=overwrite)  # one writer per run folder
     if resume:
+        record = runs.load_record(run_dir)  # as its last writer left it
         old = record.get("data", {})
         for split, entry in manifest.items():
             if split in old and old[split]["sha256"] != entry["sha256"]:
@@ -147,14 +143,6 @@ def start(
         record.update(status="running", pid=os.getpid(), iters=config.iters)
         record["resumes"] = record.get("resumes", 0) + 1
     else:
-        if (run_dir / runs.RUN_FILE).exists() and not overwrite:
-            raise PunieError(
-                f"{run_dir}: already holds a run; pick another --name, --resume it, "
-                "or pass --overwrite"
-            )
-        if run_dir.exists() and overwrite:
-            shutil.rmtree(run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
         record = {
             "name": run_dir.name,
             "status": "running",
@@ -197,4 +185,5 @@ def start(
         )
         record.pop("pid", None)
         runs.write_record(run_dir, record)
+        lock.release()
     return RunResult(run_dir, record)

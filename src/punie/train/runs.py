@@ -10,8 +10,10 @@ any backend that writes the same metrics.jsonl schema gets the same record.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -23,6 +25,7 @@ from punie.fsio import file_sha256, read_jsonl_tolerant, write_json
 RUN_FILE = "run.json"
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
+LOCK_FILE = ".lock"  # flock'ed by the punie process that writes the run, for the run's life
 DEFAULT_RUNS_DIR = Path("adapters")
 STATUSES = ("running", "completed", "interrupted", "failed")
 
@@ -146,8 +149,11 @@ def current_status(run_dir: Path, record: dict[str, Any]) -> dict[str, Any]:
     record = {**record, "path": str(run_dir)}
     if record.get("status") == "running":
         record.update(summarize_metrics(read_metrics(run_dir / METRICS_FILE)))
-        pid = record.get("pid")
-        if pid and not _alive(pid):
+        live = is_live(run_dir)
+        if live is None:  # a run from before run folders had a lock: its pid is all there is
+            pid = record.get("pid")
+            live = bool(pid) and _alive(pid)
+        if not live:
             record["status"] = "interrupted"
     return record
 
@@ -164,3 +170,91 @@ def _alive(pid: int) -> bool:
 
 def now() -> float:
     return round(time.time(), 3)
+
+
+class RunLock:
+    """The one writer's hold on a run folder: an exclusive flock on its `.lock` file.
+
+    The kernel drops the lock when the holder exits, however it dies, so a lock is never stale
+    and a reused pid cannot pass for a live run.
+    """
+
+    def __init__(self, run_dir: Path, fd: int):
+        self.run_dir = run_dir
+        self._fd: int | None = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor drops the flock
+            self._fd = None
+
+    def __del__(self) -> None:
+        self.release()
+
+
+def lock_run(run_dir: Path | str) -> RunLock:
+    """Take the run folder's lock (creating the folder), or say in one line who holds it."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+        os.close(fd)
+        by = f" (pid {holder})" if holder.isdigit() else ""
+        raise PunieError(
+            f"{run_dir}: run {run_dir.name!r} is being written by another punie{by}; "
+            "wait for it to finish or stop it"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return RunLock(run_dir, fd)
+
+
+def is_live(run_dir: Path | str) -> bool | None:
+    """Whether a punie process holds the run folder's lock now; None when it has no lock file."""
+    try:
+        fd = os.open(Path(run_dir) / LOCK_FILE, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def claim(run_dir: Path | str, *, resume: bool = False, overwrite: bool = False) -> RunLock:
+    """Lock `run_dir` for one writer and make it ready: a fresh run needs a new or empty folder,
+    or (with `overwrite`) one that is a Punie run no process is writing, which is emptied; a
+    resume needs the run to be stopped. A folder that is not a Punie run is never touched."""
+    run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise PunieError(f"{run_dir}: is a file; a run needs a folder")
+    is_run = (run_dir / RUN_FILE).is_file()
+    if not resume and not is_run and run_dir.is_dir():
+        other = sorted(p.name for p in run_dir.iterdir() if p.name != LOCK_FILE)
+        if other:
+            raise PunieError(
+                f"{run_dir}: is not empty and is not a Punie run (it holds {other[0]}); "
+                "pick another --name"
+            )
+    lock = lock_run(run_dir)
+    if not resume and is_run:
+        if not overwrite:
+            lock.release()
+            raise PunieError(
+                f"{run_dir}: already holds a run; pick another --name, --resume it, "
+                "or pass --overwrite"
+            )
+        for entry in run_dir.iterdir():
+            if entry.name == LOCK_FILE:
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+    return lock

@@ -223,7 +223,7 @@ class Loop:
             "best": list(self.best) if self.best else None,
             "evals_since_best": self.evals_since_best,
         }
-        with atomic_dir(self.run_dir / CHECKPOINT) as tmp:
+        with atomic_dir(self.run_dir / CHECKPOINT, kind="checkpoint") as tmp:
             mx.save_safetensors(str(tmp / "adapters.safetensors"), self._trainable())
             opt_state = dict(tree_flatten(self.optimizer.state))
             mx.save_safetensors(str(tmp / "optimizer.safetensors"), opt_state)
