@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from punie import jsonl
 from punie.errors import PunieError, warn
 
 MARKER = ".punie-output.json"
@@ -209,28 +210,24 @@ def write_jsonl(path: Path | str, rows: Any) -> int:
 def read_jsonl(path: Path | str) -> Iterator[tuple[int, dict]]:
     """Stream `(line number, row)` from a JSONL file, skipping blank lines.
 
-    A line that is not a JSON object is a one-line PunieError naming the file and line.
+    Lines are read by `punie.jsonl`, as `punie dataset validate` reads them; a line that is not a
+    JSON object is a one-line PunieError naming the file and line.
     """
-    try:
-        f = open(path, encoding="utf-8")  # noqa: SIM115 - closed by the with below
-    except OSError as e:
-        raise PunieError(f"{path}: cannot read ({e.strerror})") from None
-    with f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            if n == 1 and line.lstrip("\ufeff \t").startswith("["):
-                raise PunieError(
-                    f"{path}: a JSON array, not JSON lines (one object per line); "
-                    f"`punie dataset convert {path} -o OUT.jsonl` turns it into JSON lines"
-                )
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise PunieError(f"{path}:{n}: not valid JSON ({e.msg})") from None
-            if not isinstance(row, dict):
-                raise PunieError(f"{path}:{n}: a row must be a JSON object")
-            yield n, row
+    for n, raw in jsonl.lines(path):
+        if not raw.strip():
+            continue
+        if n == 1 and raw.lstrip().startswith(b"["):
+            raise PunieError(
+                f"{path}: a JSON array, not JSON lines (one object per line); "
+                f"`punie dataset convert {path} -o OUT.jsonl` turns it into JSON lines"
+            )
+        try:
+            row = jsonl.loads(raw)
+        except jsonl.BadJSON as e:
+            raise PunieError(f"{path}:{n}: {e.reason}") from None
+        if not isinstance(row, dict):
+            raise PunieError(f"{path}:{n}: a row must be a JSON object")
+        yield n, row
 
 
 def read_jsonl_tolerant(path: Path | str) -> list[dict]:

@@ -24,6 +24,7 @@ from typing import Any
 
 import orjson
 
+from punie import jsonl
 from punie.data import jsonfile
 from punie.errors import PunieError
 
@@ -105,6 +106,8 @@ def all_files(paths: Iterable[Path | str]) -> list[DataFile]:
 
 def lines(path: Path, *, arrays: bool = True) -> Iterator[tuple[int, bytes]]:
     """Non-final lines of a file with their 1-based numbers; raises on binary or empty files.
+    JSON lines are read by `punie.jsonl`, as training reads them (a leading byte-order mark
+    dropped).
 
     A JSON array file yields its elements instead, numbered by `Index` (printed `[i]`), when
     `arrays`; a split file of a dataset folder (what mlx_lm reads) passes `arrays=False`, and an
@@ -117,34 +120,22 @@ def lines(path: Path, *, arrays: bool = True) -> Iterator[tuple[int, bytes]]:
             raise jsonfile.array_error(path, "mlx_lm reads a dataset folder's splits as JSON lines")
         yield from jsonfile.elements(path)
         return
-    try:
-        f = open(path, "rb")  # noqa: SIM115 - closed below; a generator cannot use `with` early
-    except OSError as e:
-        raise PunieError(f"{path}: cannot open ({e.strerror})") from e
-    with f:
-        n = 0
-        for n, line in enumerate(f, 1):  # noqa: B007 - n is read after the loop
-            if b"\0" in line:
-                raise PunieError(f"{path}:{n}: not a text file (NUL byte); expected JSON lines")
-            yield n, line
-        if n == 0:
-            raise PunieError(f"{path}:1: empty file; expected one JSON object per line")
+    n = 0
+    for n, line in jsonl.lines(path):  # noqa: B007 - n is read after the loop
+        if b"\0" in line:
+            raise PunieError(f"{path}:{n}: not a text file (NUL byte); expected JSON lines")
+        yield n, line
+    if n == 0:
+        raise PunieError(f"{path}:1: empty file; expected one JSON object per line")
 
 
 def parse(path: str, n: int, raw: bytes) -> dict | Problem:
     if not raw.strip():
         return Problem(path, n, "line", "blank line; mlx_lm reads every line as JSON")
     try:
-        value = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        # orjson is stricter than the json module mlx_lm reads with (NaN, integers past 64 bits,
-        # lone surrogates), so json has the last word, and its messages are the clearer ones.
-        try:
-            value = json.loads(raw)
-        except UnicodeDecodeError:
-            return Problem(path, n, "line", "not UTF-8 text")
-        except json.JSONDecodeError as e:
-            return Problem(path, n, "json", f"not valid JSON ({e.msg} at column {e.colno})")
+        value = jsonl.loads(raw)
+    except jsonl.BadJSON as e:
+        return Problem(path, n, e.field, e.reason)
     if not isinstance(value, dict):
         return Problem(path, n, "row", f"a row is a JSON object, got {_type(value)}")
     return value

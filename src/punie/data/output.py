@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from punie import __version__
+from punie import __version__, jsonl
 from punie.data.formats import DataFile, Problem
 from punie.errors import PunieError
 from punie.fsio import atomic_dir, atomic_file, file_sha256, write_json
@@ -47,8 +47,8 @@ class Sink:
     def reject(self, problem: Problem | str, raw: bytes) -> None:
         """Keep a removed row with the reason it was removed (for `--rejects`)."""
         try:
-            row = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
+            row = jsonl.loads(raw)
+        except jsonl.BadJSON:
             row = raw.decode("utf-8", "replace").rstrip("\n")
         self.write_row({"reason": str(problem), "row": row})
 
