@@ -352,6 +352,8 @@ def split(
     o = split_dataset(
         path, out, valid=valid, test=test, group_by=group_by, stratify=stratify, seed=seed
     )
+    for warning in o.counts["warnings"]:
+        typer.echo(f"warning: {warning}", err=True)
     _written(o, as_json)
 
 

@@ -13,6 +13,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+from punie.data.checks import at_least, share
 from punie.data.formats import Record, dataset_files, prompts, records, texts
 from punie.data.pipeline import keep_rows
 
@@ -82,6 +83,8 @@ def decontaminate(
     rejects: Path | str | None = None,
     skip_invalid: bool = False,
 ):
+    at_least("--n", n, 1)
+    share("--threshold", threshold)
     index = NgramIndex([p for a in against for p in load_prompts(a)], n)
     hits: list[dict] = []
 

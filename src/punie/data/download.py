@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from punie.data import sample
+from punie.data.checks import at_least
 from punie.data.convert import convert_rows, jsonl_rows
 from punie.data.formats import DataFile, Problem
 from punie.data.output import Output, open_output
@@ -26,6 +27,7 @@ _SPLIT_NAMES["test"] = "test"
 
 
 def download_sample(out: Path | str, *, max_rows: int | None = None, seed: int = 0) -> Output:
+    at_least("--max", max_rows, 1)
     cap = (lambda n: n) if max_rows is None else (lambda n: min(n, max_rows))
     data = sample.splits(cap(400), cap(40), cap(40), seed=seed)
     with open_output(out, tuple(data), inputs=[], seed=seed, command=None) as o:
@@ -39,6 +41,7 @@ def download_sample(out: Path | str, *, max_rows: int | None = None, seed: int =
 def download_hub(
     repo_id: str, out: Path | str, *, max_rows: int | None = None, fmt: str = "auto"
 ) -> Output:
+    at_least("--max", max_rows, 1)
     folder = _snapshot(repo_id)
     files = _split_files(folder)
     if not files:

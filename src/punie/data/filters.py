@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from punie.data.checks import at_least
 from punie.data.formats import texts, tool_calls
 from punie.data.pipeline import keep_rows
 from punie.errors import PunieError
@@ -43,6 +44,10 @@ class FilterSpec:
 
 
 def predicates(spec: FilterSpec) -> list[Predicate]:
+    at_least("--min-messages", spec.min_messages, 0)
+    at_least("--max-messages", spec.max_messages, 0)
+    at_least("--max-tokens", spec.max_tokens, 0)
+    at_least("--min-turn-chars", spec.min_turn_chars, 0)
     out = []
     if spec.min_messages is not None or spec.max_messages is not None:
         out.append(Predicate("messages", _count(spec.min_messages, spec.max_messages)))
@@ -180,7 +185,9 @@ def _field(row: Any, path: str) -> Any:
 
 
 def _language(allowed: tuple[str, ...]) -> Callable[[dict], str | None]:
-    from punie.data.language import detect
+    from punie.data.language import check_codes, detect
+
+    check_codes(allowed)
 
     def test(row: dict) -> str | None:
         found = detect(" ".join(texts(row)))

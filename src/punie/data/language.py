@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from functools import cache
 
+from punie.errors import PunieError
+
 MIN_CHARS = 20
 
 
@@ -16,6 +18,22 @@ def _identifier():
     from py3langid.langid import MODEL_FILE, LanguageIdentifier
 
     return LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
+
+
+def codes() -> tuple[str, ...]:
+    """The languages the model tells apart, as ISO 639-1 codes."""
+    return tuple(sorted(_identifier().nb_classes))
+
+
+def check_codes(wanted: tuple[str, ...]) -> None:
+    """Refuse a code the model never answers: filtering on it would drop every row."""
+    known = codes()
+    for code in wanted:
+        if code not in known:
+            raise PunieError(
+                f"--language {code!r}: not a language code py3langid knows; use an ISO 639-1 "
+                f"code such as en, de, fr or zh ({len(known)} known)"
+            )
 
 
 def detect(text: str) -> tuple[str, float] | None:

@@ -25,12 +25,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from punie.data.checks import at_least
 from punie.data.dedupe import exact_hash
 from punie.data.formats import SPLITS, DataFile, dataset_files, lines, records
 from punie.data.output import Output, open_output
 from punie.data.seen import FirstSeen
 from punie.errors import PunieError
 
+# A source's share of the mix is at least this: less would not give it one row in a billion, so
+# ratios that far apart are a slip (a ratio of 1e308, or 1e-300), not a mix.
+MIN_SHARE = 1e-9
 BUCKET_BYTES = 16 << 20  # merge holds one bucket at a time
 MAX_BUCKETS = 512  # open files; past 8 GB of input, buckets grow instead
 
@@ -39,6 +43,11 @@ MAX_BUCKETS = 512  # open files; past 8 GB of input, buckets grow instead
 class Source:
     path: str
     ratio: float
+
+    def __post_init__(self) -> None:
+        ratio = self.ratio
+        if not (isinstance(ratio, int | float) and ratio > 0 and math.isfinite(ratio)):
+            raise PunieError(f"{self.path}={ratio}: a ratio must be a positive, finite number")
 
 
 def parse_source(spec: str) -> Source:
@@ -54,11 +63,18 @@ def parse_source(spec: str) -> Source:
     return Source(path, value)
 
 
+def shares(ratios: list[float]) -> list[float]:
+    """Each ratio over their sum, scaled by the largest first so that no sum overflows."""
+    top = max(ratios)
+    scaled = [r / top for r in ratios]
+    return [r / sum(scaled) for r in scaled]
+
+
 def allocate(
     available: list[int], ratios: list[float], total: int | None
 ) -> tuple[list[int], list[str]]:
     """Rows to take from each source, and notes on where the asked ratios could not be met."""
-    weights = [r / sum(ratios) for r in ratios]
+    weights = shares(ratios)
     notes: list[str] = []
     if total is None:
         total = min(math.floor(a / w) for a, w in zip(available, weights, strict=True))
@@ -100,7 +116,15 @@ def mix(
 ) -> Output:
     if not sources:
         raise PunieError("give at least one PATH=RATIO source")
+    at_least("--total", total, 1)
+    for s, w in zip(sources, shares([s.ratio for s in sources]), strict=True):
+        if w < MIN_SHARE:
+            raise PunieError(
+                f"{s.path}={s.ratio}: a share of {w:.3g}, under one row in a billion; ratios are "
+                "relative (a.jsonl=0.7 b.jsonl=0.3), so keep them within a billion of each other"
+            )
     files = [dataset_files(s.path) for s in sources]
+    _each_file_once(sources, files)
     with FirstSeen() as seen:
         available, repeats = _count_unique(files, seen)
         take, notes = allocate(available, [s.ratio for s in sources], total)
@@ -117,7 +141,7 @@ def mix(
                 o.sink.write(next(streams[i]))
                 remaining[i] -= 1
             rows = o.sink.rows
-            want = [s.ratio / sum(x.ratio for x in sources) for s in sources]
+            want = shares([s.ratio for s in sources])
             per_source = [
                 {
                     "path": s.path,
@@ -131,6 +155,20 @@ def mix(
             ]
             o.counts.update(total=rows, duplicates_dropped=repeats, notes=notes, sources=per_source)
     return o
+
+
+def _each_file_once(sources: list[Source], files: list[list[DataFile]]) -> None:
+    """A file named by two sources would give all its rows to the first and none to the second."""
+    named: dict[Path, str] = {}
+    for s, fs in zip(sources, files, strict=True):
+        for df in fs:
+            key = df.path.resolve()
+            if key in named:
+                raise PunieError(
+                    f"{df.path}: named by two sources ({named[key]} and {s.path}); "
+                    "give each file once, with its whole ratio"
+                )
+            named[key] = s.path
 
 
 def _count_unique(files: list[list[DataFile]], seen: FirstSeen) -> tuple[list[int], int]:
@@ -163,8 +201,7 @@ def _pick(remaining: list[int], rng: random.Random) -> int:
 
 
 def _numbered(files: list[list[DataFile]], i: int) -> list[tuple[int, DataFile]]:
-    """Source i's files, each with its number among all sources' files (a file named by two
-    sources gets two numbers: its rows are repeats in the second)."""
+    """Source i's files, each with its number among all sources' files."""
     start = sum(len(fs) for fs in files[:i])
     return list(enumerate(files[i], start))
 

@@ -55,6 +55,7 @@ def split_dataset(
         g = _key(rec, group_by) if group_by else None
         s = stratum_of.setdefault(g, _key(rec, stratify)) if g is not None else _key(rec, stratify)
         groups.setdefault(s, Counter())[g if g is not None else ""] += 1
+    warnings = _stratify_warnings(groups, stratify)
     if group_by:
         where = _deal_groups(groups, valid, test, rng)
     else:
@@ -69,7 +70,21 @@ def split_dataset(
         o.counts.update({s: o.sinks[s].rows for s in SPLIT_NAMES})
         o.counts["groups"] = sum(len(c) for c in groups.values()) if group_by else None
         o.counts["strata"] = len(groups) if stratify else None
+        o.counts["warnings"] = warnings
     return o
+
+
+def _stratify_warnings(strata: dict[str, Counter[str]], stratify: str | None) -> list[str]:
+    """A field with about as many values as rows (an id, the text itself) cannot stratify: a
+    stratum of one row gets round(0.1) = 0 valid and test rows, so nearly all go to train."""
+    rows = sum(sum(c.values()) for c in strata.values())
+    if not stratify or rows < 2 or 2 * len(strata) <= rows:
+        return []
+    return [
+        f"--stratify {stratify}: {len(strata)} values for {rows} rows; strata this small cannot "
+        "be split, so most rows go to train (stratify by a field with few values, such as a "
+        "category)"
+    ]
 
 
 def _quota(n: int, valid: float, test: float) -> dict[str, int]:
