@@ -199,11 +199,14 @@ def _language(allowed: tuple[str, ...]) -> Callable[[dict], str | None]:
 
 
 def _tokens(model: str, limit: int) -> Callable[[dict], str | None]:
-    from punie.data.render import ChatTemplate
+    from punie.data.render import ChatTemplate, surely_too_long
 
     template = ChatTemplate(model)
 
     def test(row: dict) -> str | None:
+        too_long = surely_too_long(row, limit)
+        if too_long:
+            return too_long
         n = template.length(row)
         return f"{n} tokens > {limit}" if n > limit else None
 

@@ -24,6 +24,7 @@ from punie.data.formats import (
     role_order,
     unknown_kind_reason,
 )
+from punie.data.render import surely_too_long
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,11 @@ def _row_problems(
     if bad:
         return [Problem(path, n, *bad)]
     found = []
+    if template is not None:
+        too_long = surely_too_long(row, max_seq_length)
+        if too_long:
+            reason = f"{too_long}; over --max-seq-length {max_seq_length}, it would be cut"
+            return [Problem(path, n, "row", reason)]
     if row_kind == "chat":
         order = role_order(row["messages"])
         if order:
