@@ -28,6 +28,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from punie.errors import PunieError
+
 CHECKPOINT = "checkpoint"
 BEST = "best"
 INTERRUPTED_EXIT = 130
@@ -442,6 +444,9 @@ def main(argv: list[str] | None = None) -> int:
             events.send("error", message=e.code)
             return 2
         raise
+    except PunieError as e:  # bad training data (file:line: reason): one line, not a traceback
+        events.send("error", message=str(e))
+        return e.exit_code
 
 
 if __name__ == "__main__":
