@@ -298,14 +298,15 @@ def test_mix_hits_ratios_exactly_and_dedupes_across_sources(tmp_path):
     ]
 
 
-def test_mix_of_one_file_named_twice_takes_each_row_once(tmp_path):
-    a = write_rows(tmp_path / "a.jsonl", [chat(f"a{i}") for i in range(50)] + [chat("a3")])
-    o = mix([Source(str(a), 0.5), Source(str(a), 0.5)], tmp_path / "m.jsonl", total=60, seed=2)
-    got = [r["messages"][0]["content"] for r in read_rows(tmp_path / "m.jsonl")]
-    # The second naming repeats every row of the first, so it has nothing of its own to give.
-    assert sorted(got) == sorted(f"a{i}" for i in range(50))
-    assert [s["available"] for s in o.counts["sources"]] == [50, 0]
-    assert o.counts["duplicates_dropped"] == 52 and "asked for 60 rows" in o.counts["notes"][0]
+def test_mix_refuses_a_file_that_two_sources_name(tmp_path):
+    # A folder and one of its files: the second source would repeat rows of the first and give
+    # none of its own, so its ratio could never be met (issue 10, item 11).
+    (tmp_path / "d").mkdir()
+    write_rows(tmp_path / "d" / "train.jsonl", [chat(f"a{i}") for i in range(5)])
+    with pytest.raises(PunieError, match=r"train\.jsonl: named by two sources"):
+        mix([Source(str(tmp_path / "d"), 1), Source(str(tmp_path / "d" / "train.jsonl"), 1)],
+            tmp_path / "m.jsonl")  # fmt: skip
+    assert not (tmp_path / "m.jsonl").exists()
 
 
 def test_mix_redistributes_when_a_source_runs_short_and_says_so():
