@@ -72,8 +72,8 @@ HALF_DEEP = (
 )
 HUGE_INT = b'{"messages": [{"role": "user", "content": "hi"}], "n": ' + b"7" * 5000
 UNREADABLE = {
-    "deep": (DEEP + b"}", "nested more than 100 levels"),
-    "half-deep": (HALF_DEEP + b"}", "nested more than 100 levels"),
+    "deep": (DEEP + b"}", "nested more than 254 levels"),
+    "half-deep": (HALF_DEEP + b"}", "nested more than 254 levels"),
     "huge-int": (HUGE_INT + b"}", "4300 digits"),
 }
 COMMANDS = {
@@ -110,7 +110,7 @@ def test_unreadable_training_data_stops_train_with_one_line(tmp_path, tiny_model
     errors = [x for x in result.stderr.splitlines() if x.startswith("error:")]
     assert result.returncode == 2, result.stderr[-2000:]
     assert len(errors) == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
-    assert "train.jsonl:9: nested more than 100 levels" in errors[0]
+    assert "train.jsonl:9: nested more than 254 levels" in errors[0]
 
 
 def test_skip_invalid_rejects_an_unreadable_row_with_its_reason(tmp_path):

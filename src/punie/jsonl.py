@@ -31,10 +31,10 @@ BOM = b"\xef\xbb\xbf"
 _UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 
 # Real rows nest a dozen levels at most (tools -> function -> parameters -> properties -> ...).
-# Python's json (which templates and mlx_lm use to write values back out) runs out of stack near
-# 1000 levels, orjson writes at most 255 and reads at most 1024: a bound well below all of them
-# means a row that reads here can also be written, rendered and hashed everywhere after.
-MAX_DEPTH = 100
+# orjson writes at most 254 levels and reads 1024; Python's json (which templates and mlx_lm use)
+# runs out of stack near 1000 either way. A bound at orjson's writing limit means a row read here
+# can be written, hashed and rendered everywhere after, and orjson can check it at C speed.
+MAX_DEPTH = 254
 
 
 class BadJSON(ValueError):
@@ -69,9 +69,8 @@ def loads(raw: bytes) -> Any:
         # orjson is stricter than the json module the trainers read with, so json has the last
         # word, and its messages are the clearer ones.
         value = _json_loads(raw)
-    # Counting brackets is C-speed; only a line with many of them is walked for its depth.
-    if raw.count(b"[") + raw.count(b"{") > MAX_DEPTH and _deeper_than(value, MAX_DEPTH):
-        raise BadJSON("json", _too_deep())
+    if _too_deep(raw, value):
+        raise BadJSON("json", _too_deep_reason())
     return value
 
 
@@ -83,7 +82,7 @@ def _json_loads(raw: bytes) -> Any:
     except json.JSONDecodeError as e:
         raise BadJSON("json", f"not valid JSON ({e.msg} at column {e.colno})") from None
     except RecursionError:
-        raise BadJSON("json", _too_deep()) from None
+        raise BadJSON("json", _too_deep_reason()) from None
     except ValueError as e:  # the only other one: an integer past Python's digit limit
         if "integer string conversion" not in str(e):
             raise
@@ -93,8 +92,21 @@ def _json_loads(raw: bytes) -> Any:
         ) from None
 
 
-def _too_deep() -> str:
+def _too_deep_reason() -> str:
     return f"nested more than {MAX_DEPTH} levels deep; Punie reads at most {MAX_DEPTH}"
+
+
+def _too_deep(raw: bytes, value: Any) -> bool:
+    # Checks cost C-speed passes: nesting needs as many brackets as levels, and orjson refuses to
+    # write past MAX_DEPTH. Only what orjson cannot write for another reason (integers past 64
+    # bits, lone surrogates) is walked in Python.
+    if raw.count(b"[") + raw.count(b"{") <= MAX_DEPTH:
+        return False
+    try:
+        orjson.dumps(value)
+    except orjson.JSONEncodeError:
+        return _deeper_than(value, MAX_DEPTH)
+    return False
 
 
 def _deeper_than(value: Any, limit: int) -> bool:
