@@ -113,6 +113,14 @@ def test_unreadable_training_data_stops_train_with_one_line(tmp_path, tiny_model
     assert "train.jsonl:9: nested more than 254 levels" in errors[0]
 
 
+@pytest.mark.parametrize("depth", [300, 5000])
+def test_deep_element_of_a_json_array_is_one_line(tmp_path, depth):
+    deep = b'{"messages": [{"role": "user", "content": "hi"}], "m": ' + b"[" * depth + b"]" * depth
+    (tmp_path / "d.json").write_bytes(b"[" + json.dumps(ROW).encode() + b"," + deep + b"}]")
+    result = punie("dataset", "dedupe", "d.json", "-o", "out.jsonl", cwd=tmp_path)
+    assert_refused(result, "d.json:[1]: json: nested more than 254 levels", where=tmp_path)
+
+
 def test_skip_invalid_rejects_an_unreadable_row_with_its_reason(tmp_path):
     (tmp_path / "d.jsonl").write_bytes(rows(ROW, DEEP + b"}"))
     result = punie(

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import orjson
 
+from punie import jsonl
 from punie.errors import PunieError
 
 # The keys that make a dataset_info.json entry: where its rows live.
@@ -122,7 +123,12 @@ def elements(path: Path | str) -> Iterator[tuple[Index, bytes]]:
         try:
             # use_float: numbers as float/int like json.loads gives, not Decimal.
             for i, value in enumerate(ijson.items(f, "item", use_float=True)):
-                yield Index(i), _dumps(value)
+                try:
+                    line = _dumps(value)
+                except RecursionError:  # ijson builds any depth; json cannot write it back
+                    reason = f"nested more than {jsonl.MAX_DEPTH} levels deep"
+                    raise PunieError(f"{path}:{Index(i)}: json: {reason}") from None
+                yield Index(i), line
         except ijson.JSONError as e:
             at = Index(i + 1)
             reason = str(e).splitlines()[0] if str(e) else type(e).__name__
