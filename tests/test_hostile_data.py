@@ -342,9 +342,9 @@ def test_validate_reports_a_huge_row_without_tokenizing_it(tmp_path, tiny_model)
     assert len(found) == 1, found
     assert re.match(r"d\.jsonl:2: row: 100000\d\d characters, more than 256 tokens", found[0])
     assert "not tokenized" in found[0] and "--max-seq-length 256" in found[0]
-    # Tokenizing these 10 MB took 1.7 GB (and 15 s); reading them costs about 100 MB over the
-    # 300 MB that loading MLX and the tokenizer takes.
-    assert peak_mb < 800, peak_mb
+    # Measured on the Linux test box: tokenizing these 10 MB peaked at 1.66 GB (8 s); reading
+    # them peaks at 330 MB, nearly all of it MLX and the tokenizer, as for a 1 kB file.
+    assert peak_mb < 1000, peak_mb
 
 
 def test_filter_max_tokens_drops_a_huge_row_without_tokenizing_it(tmp_path, tiny_model):
