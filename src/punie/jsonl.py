@@ -35,6 +35,7 @@ _UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 # runs out of stack near 1000 either way. A bound at orjson's writing limit means a row read here
 # can be written, hashed and rendered everywhere after, and orjson can check it at C speed.
 MAX_DEPTH = 254
+TOO_DEEP = f"nested more than {MAX_DEPTH} levels deep, more than Punie reads"
 
 
 class BadJSON(ValueError):
@@ -70,7 +71,7 @@ def loads(raw: bytes) -> Any:
         # word, and its messages are the clearer ones.
         value = _json_loads(raw)
     if _too_deep(raw, value):
-        raise BadJSON("json", _too_deep_reason())
+        raise BadJSON("json", TOO_DEEP)
     return value
 
 
@@ -82,7 +83,7 @@ def _json_loads(raw: bytes) -> Any:
     except json.JSONDecodeError as e:
         raise BadJSON("json", f"not valid JSON ({e.msg} at column {e.colno})") from None
     except RecursionError:
-        raise BadJSON("json", _too_deep_reason()) from None
+        raise BadJSON("json", TOO_DEEP) from None
     except ValueError as e:  # the only other one: an integer past Python's digit limit
         if "integer string conversion" not in str(e):
             raise
@@ -90,10 +91,6 @@ def _json_loads(raw: bytes) -> Any:
         raise BadJSON(
             "json", f"an integer of more than {limit} digits, more than Python will read"
         ) from None
-
-
-def _too_deep_reason() -> str:
-    return f"nested more than {MAX_DEPTH} levels deep; Punie reads at most {MAX_DEPTH}"
 
 
 def _too_deep(raw: bytes, value: Any) -> bool:

@@ -126,8 +126,7 @@ def elements(path: Path | str) -> Iterator[tuple[Index, bytes]]:
                 try:
                     line = _dumps(value)
                 except RecursionError:  # ijson builds any depth; json cannot write it back
-                    reason = f"nested more than {jsonl.MAX_DEPTH} levels deep"
-                    raise PunieError(f"{path}:{Index(i)}: json: {reason}") from None
+                    raise PunieError(f"{path}:{Index(i)}: json: {jsonl.TOO_DEEP}") from None
                 yield Index(i), line
         except ijson.JSONError as e:
             at = Index(i + 1)

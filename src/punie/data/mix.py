@@ -33,7 +33,7 @@ from punie.data.seen import FirstSeen
 from punie.errors import PunieError
 
 # A source's share of the mix is at least this: less would not give it one row in a billion, so
-# ratios that far apart are a slip (a ratio of 1e308, or 1e-300), not a mix.
+# ratios that far apart are a slip (1e308 next to 1), not a mix.
 MIN_SHARE = 1e-9
 BUCKET_BYTES = 16 << 20  # merge holds one bucket at a time
 MAX_BUCKETS = 512  # open files; past 8 GB of input, buckets grow instead
