@@ -213,7 +213,7 @@ def test_filter_by_field_regex_and_quality(tmp_path):
 
 
 def test_dedupe_drops_the_training_copy_of_an_eval_row_and_near_duplicates(tmp_path):
-    base = "please read the file src/main.py and tell me what it does in detail"
+    base = "please read the file src/main.py and tell me what it does in detail, line by line"
     folder = tmp_path / "data"
     folder.mkdir()
     write_rows(
@@ -228,7 +228,7 @@ def test_dedupe_drops_the_training_copy_of_an_eval_row_and_near_duplicates(tmp_p
     assert (
         reasons[0] == f"{folder / 'train.jsonl'}:1: exact duplicate: of {folder / 'test.jsonl'}:1"
     )
-    assert reasons[1].endswith(f"near duplicate: of {folder / 'test.jsonl'}:1")
+    assert reasons[1].endswith(f"near duplicate: of {folder / 'test.jsonl'}:1, Jaccard 0.824")
     assert o.counts["removed"] == {"exact duplicate": 1, "near duplicate": 1}
 
 
@@ -354,8 +354,6 @@ def test_seen_store_remembers_first_places_and_repeats_on_disk():
     with FirstSeen() as seen:
         assert seen.first(2**64 - 1, 10) is None and seen.first(2**64 - 1, 11) == 10
         assert seen.get(5) is None and seen.first(5, 12) is None and seen.get(5) == 12
-        assert seen.first_of([7, 8], 13) is None and seen.first_of([9, 8, 5], 14) == 12
-        assert seen.get(9) is None  # a row found to repeat is not remembered
         for at in (30, 21, 40):
             seen.repeat(at)
         assert list(seen.repeats(20, 40)) == [21, 30]

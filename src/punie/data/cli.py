@@ -313,8 +313,15 @@ def dedupe(
     ],
     out: Out,
     near: Annotated[
-        bool, typer.Option(help="Also drop near duplicates (MinHash, ~0.8 Jaccard).")
+        bool, typer.Option(help="Also drop near duplicates (MinHash, then exact Jaccard).")
     ] = True,
+    threshold: Annotated[
+        float,
+        typer.Option(help="Near duplicate: word 3-gram Jaccard with a kept row at least this."),
+    ] = 0.8,
+    include_system: Annotated[
+        bool, typer.Option(help="Compare system prompts and tool schemas too.")
+    ] = False,
     rejects: Rejects = None,
     skip_invalid: SkipInvalid = False,
     as_json: Json = False,
@@ -322,12 +329,20 @@ def dedupe(
     """Drop exact duplicates (normalized content hash) and near duplicates, across all splits and
     all inputs (folders pool their splits into one output folder; files pool into one file).
     Splits are read test, valid, train and the first copy kept, so a training row that repeats an
-    eval row is the one removed."""
+    eval row is the one removed. Each near duplicate's reject names the kept row it matched and
+    their Jaccard."""
     from punie.data.dedupe import dedupe_dataset
 
-    _written(
-        dedupe_dataset(paths, out, near=near, rejects=rejects, skip_invalid=skip_invalid), as_json
+    o = dedupe_dataset(
+        paths,
+        out,
+        near=near,
+        threshold=threshold,
+        include_system=include_system,
+        rejects=rejects,
+        skip_invalid=skip_invalid,
     )
+    _written(o, as_json)
 
 
 @dataset_app.command()

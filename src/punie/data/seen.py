@@ -6,6 +6,9 @@ that. `FirstSeen` keeps the keys in a temporary SQLite file instead, with a fixe
 process holds two megabytes of it and the operating system's file cache holds the rest. One insert
 costs about 8 µs on a slow core, a tenth of the cost of parsing and checking the row it belongs to.
 
+Near-dedupe's `Buckets` keeps, the same way, each kept row's LSH band keys and its shingle hashes
+(8 bytes a distinct word 3-gram), so that a candidate's exact Jaccard is computed from disk.
+
 Keys are 64-bit hashes; a location (`at`) is whatever integer the caller packs (file, line).
 """
 
@@ -26,13 +29,10 @@ def _signed(key: int) -> int:
     return key - (1 << 64) if key >= 1 << 63 else key
 
 
-class FirstSeen:
-    """64-bit keys and where each was first seen; optionally, where each repeat was seen.
+class _Scratch:
+    """A SQLite file in a temporary folder, removed on close; a context manager."""
 
-    Use as a context manager: the temporary file is removed on exit.
-    """
-
-    def __init__(self) -> None:
+    def __init__(self, *tables: str) -> None:
         self._dir = tempfile.TemporaryDirectory(prefix="punie-seen-")
         self._db = sqlite3.connect(Path(self._dir.name) / "seen.db", isolation_level=None)
         # Nothing here must survive a crash, so no journal and no fsync.
@@ -43,11 +43,11 @@ class FirstSeen:
             f"cache_size=-{CACHE_KB}",
         ):
             self._db.execute(f"PRAGMA {pragma}")
-        self._db.execute("CREATE TABLE first (key INTEGER PRIMARY KEY, at INTEGER NOT NULL)")
-        self._db.execute("CREATE TABLE repeat (at INTEGER PRIMARY KEY)")
+        for table in tables:
+            self._db.execute(f"CREATE TABLE {table}")
         self._db.execute("BEGIN")
 
-    def __enter__(self) -> FirstSeen:
+    def __enter__(self):
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -56,6 +56,19 @@ class FirstSeen:
     def close(self) -> None:
         self._db.close()
         self._dir.cleanup()
+
+
+class FirstSeen(_Scratch):
+    """64-bit keys and where each was first seen; optionally, where each repeat was seen.
+
+    Use as a context manager: the temporary file is removed on exit.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(
+            "first (key INTEGER PRIMARY KEY, at INTEGER NOT NULL)",
+            "repeat (at INTEGER PRIMARY KEY)",
+        )
 
     def get(self, key: int) -> int | None:
         """Where `key` was first seen, or None; remembers nothing."""
@@ -69,20 +82,6 @@ class FirstSeen:
             return None
         return self.get(key)
 
-    def first_of(self, keys: Sequence[int], at: int) -> int | None:
-        """None if none of `keys` was seen (and remember them all at `at`), else the earliest
-        place any of them was seen."""
-        keys = [_signed(k) for k in keys]
-        marks = ",".join("?" * len(keys))
-        hit = self._db.execute(
-            f"SELECT min(at) FROM first WHERE key IN ({marks})", keys
-        ).fetchone()[0]
-        if hit is None:
-            self._db.executemany(
-                "INSERT OR IGNORE INTO first VALUES (?, ?)", [(k, at) for k in keys]
-            )
-        return hit
-
     def repeat(self, at: int) -> None:
         """Remember that the row at `at` repeats an earlier one."""
         self._db.execute("INSERT OR IGNORE INTO repeat VALUES (?)", (at,))
@@ -95,3 +94,29 @@ class FirstSeen:
                 "SELECT at FROM repeat WHERE at >= ? AND at < ? ORDER BY at", (lo, hi)
             )
         )
+
+
+class Buckets(_Scratch):
+    """The LSH index of near-dedupe: each kept row's band keys (a key may be shared by many rows)
+    and its shingle hashes, so a candidate's exact Jaccard can be computed from disk."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "band (key INTEGER NOT NULL, at INTEGER NOT NULL, PRIMARY KEY (key, at)) WITHOUT ROWID",
+            "shingles (at INTEGER PRIMARY KEY, hashes BLOB NOT NULL)",
+        )
+
+    def candidates(self, keys: Sequence[int]) -> Iterator[tuple[int, bytes]]:
+        """(at, shingle hashes) of every kept row sharing any of `keys`, earliest first."""
+        marks = ",".join("?" * len(keys))
+        yield from self._db.execute(
+            "SELECT at, hashes FROM shingles WHERE at IN "
+            f"(SELECT at FROM band WHERE key IN ({marks})) ORDER BY at",
+            [_signed(k) for k in keys],
+        )
+
+    def add(self, at: int, keys: Sequence[int], hashes: bytes) -> None:
+        self._db.executemany(
+            "INSERT OR IGNORE INTO band VALUES (?, ?)", [(_signed(k), at) for k in keys]
+        )
+        self._db.execute("INSERT INTO shingles VALUES (?, ?)", (at, hashes))
