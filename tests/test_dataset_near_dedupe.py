@@ -218,10 +218,11 @@ def test_buckets_store_shares_band_keys_and_keeps_shingles_on_disk():
     from punie.data.seen import Buckets
 
     with Buckets() as buckets:
-        buckets.add(1, [2**64 - 1, 5], b"one")
-        buckets.add(2, [5, 6], b"two")
-        assert list(buckets.candidates([5])) == [(1, b"one"), (2, b"two")]
-        assert list(buckets.candidates([2**64 - 1, 7])) == [(1, b"one")]
+        buckets.add(1, [2**64 - 1, 5], b"sig1", b"one")
+        buckets.add(2, [5, 6], b"sig2", b"two")
+        assert list(buckets.candidates([5])) == [[(1, b"sig1"), (2, b"sig2")]]
+        assert list(buckets.candidates([2**64 - 1, 7])) == [[(1, b"sig1")]]
         assert list(buckets.candidates([7])) == []
+        assert buckets.shingles(2) == b"two"
         folder = buckets._dir.name
     assert not os.path.exists(folder)

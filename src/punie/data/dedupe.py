@@ -42,6 +42,7 @@ class Seen:
     ):
         self._threshold = minhash.check_threshold(threshold)
         self._bands = minhash.bands_for(self._threshold)
+        self._cutoff = minhash.plausible(self._threshold)
         self._include_system = include_system
         self._exact = FirstSeen()
         self._buckets = Buckets() if near else None
@@ -68,13 +69,31 @@ class Seen:
         grams = minhash.shingles(rec.row, include_system=self._include_system)
         if grams:  # a row with no words to compare is never a near duplicate
             hashes = minhash.hashes(grams)
-            keys = self._bands.keys(minhash.signature(hashes))
-            for kept, blob in self._buckets.candidates(keys):
-                j = minhash.jaccard(hashes, np.frombuffer(blob, dtype="<u8"))
-                if j >= self._threshold:
-                    return f"near duplicate: of {self._loc(kept)}, Jaccard {j:.3f}"
-            self._buckets.add(at, keys, hashes.tobytes())
+            sig = minhash.signature(hashes)
+            keys = self._bands.keys(sig)
+            match = self._match(hashes, sig, keys)
+            if match is not None:
+                kept, j = match
+                return f"near duplicate: of {self._loc(kept)}, Jaccard {j:.3f}"
+            self._buckets.add(at, keys, minhash.packed(sig), hashes.tobytes())
         self._exact.first(key, at)
+        return None
+
+    def _match(self, hashes: np.ndarray, sig: np.ndarray, keys: list[int]):
+        """(kept row, exact Jaccard) of a kept row at least the threshold, or None. The band
+        candidates are ranked by signature agreement and only plausible ones checked exactly:
+        templated rows sharing bands by the thousand would otherwise each cost a comparison."""
+        assert self._buckets is not None
+        likely: list[tuple[float, int]] = []
+        for chunk in self._buckets.candidates(keys):
+            est = minhash.agreement(sig, [s for _, s in chunk])
+            likely += [
+                (-e, kept) for e, (kept, _) in zip(est, chunk, strict=True) if e >= self._cutoff
+            ]
+        for _, kept in sorted(likely):
+            j = minhash.jaccard(hashes, np.frombuffer(self._buckets.shingles(kept), dtype="<u8"))
+            if j >= self._threshold:
+                return kept, j
         return None
 
     def _pack(self, rec: Record) -> int:

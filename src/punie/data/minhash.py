@@ -39,6 +39,8 @@ _rng = np.random.default_rng(20261126)
 _A = _rng.integers(1, PRIME, NUM_PERM, dtype=np.uint64)
 _B = _rng.integers(0, PRIME, NUM_PERM, dtype=np.uint64)
 _A_HI, _A_LO = (_A >> np.uint64(32))[:, None], (_A & _LO32)[:, None]
+_BAND_MIX = _rng.integers(0, 1 << 63, NUM_PERM, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
+_BAND_SALT = _rng.integers(0, 1 << 63, NUM_PERM, dtype=np.uint64)
 # A pair right at the threshold is a candidate this often; pairs above it more often still.
 RECALL = 0.99
 
@@ -115,17 +117,11 @@ class Bands:
         return 1 - (1 - j**self.r) ** self.b
 
     def keys(self, sig: np.ndarray) -> list[int]:
-        """One 64-bit key a band, salted with the band's number: equal keys mean an equal band."""
-        r = self.r
-        return [
-            int.from_bytes(
-                hashlib.blake2b(
-                    sig[i * r : (i + 1) * r].tobytes(), digest_size=8, salt=bytes([i])
-                ).digest(),
-                "little",
-            )
-            for i in range(self.b)
-        ]
+        """One 64-bit key a band: a random linear hash of its values (wrapping mod 2⁶⁴) plus a
+        salt for its number. Equal bands give equal keys; a rare equal key for unequal bands only
+        adds a candidate, which the exact check then turns down."""
+        bands = sig[: self.b * self.r].reshape(self.b, self.r)
+        return ((bands * _BAND_MIX[: self.r]).sum(axis=1) + _BAND_SALT[: self.b]).tolist()
 
 
 @cache
@@ -137,6 +133,25 @@ def bands_for(threshold: float, num_perm: int = NUM_PERM) -> Bands:
         if bands.p_candidate(threshold) >= RECALL:
             return bands
     return Bands(num_perm, 1)  # thresholds under ~0.035: the best there is
+
+
+def packed(sig: np.ndarray) -> bytes:
+    """The signature as stored: the low 32 bits of each value, which two different values share
+    once in 4 billion."""
+    return sig.astype("<u4").tobytes()
+
+
+def agreement(sig: np.ndarray, stored: list[bytes]) -> np.ndarray:
+    """For each `packed` signature, the share of permutations where it equals `sig`: an unbiased
+    estimate of the two rows' Jaccard."""
+    others = np.frombuffer(b"".join(stored), dtype="<u4").reshape(len(stored), -1)
+    return (others == sig.astype("<u4")).mean(axis=1)
+
+
+def plausible(threshold: float) -> float:
+    """The least agreement worth an exact check: 4.5 standard deviations of the estimate below
+    `threshold`, so a pair at the threshold falls under it about 3 times in a million."""
+    return threshold - 4.5 * (threshold * (1 - threshold) / NUM_PERM) ** 0.5
 
 
 def jaccard(a: np.ndarray, b: np.ndarray) -> float:
