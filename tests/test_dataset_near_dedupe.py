@@ -78,7 +78,8 @@ def test_rows_sharing_only_a_common_phrase_are_all_kept(tmp_path):
     write_rows(tmp_path / "d.jsonl", rows)
     result = punie("dedupe", "d.jsonl", "-o", "out.jsonl", "--json", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["counts"] == {"kept": 200, "removed": {}}
+    counts = json.loads(result.stdout)["counts"]
+    assert counts["kept"] == 200 and counts["removed"] == {}
     assert read_rows(tmp_path / "out.jsonl") == rows
 
 
@@ -153,15 +154,15 @@ def test_threshold_option_decides_what_is_near_and_bad_values_are_refused(tmp_pa
         assert result.returncode == 0, result.stderr
         kept[t] = len(read_rows(tmp_path / f"{t}.jsonl"))
     assert kept == {"0.8": 2, "0.7": 1}
-    for bad in ("1.5", "-0.1", "nan"):
-        result = punie("dedupe", "d.jsonl", "-o", "bad.jsonl", "--threshold", bad, cwd=tmp_path)
-        assert result.returncode != 0
-        assert result.stderr.strip().splitlines() == [
-            f"error: --threshold {float(bad)}: a Jaccard similarity, from 0 to 1"
-        ]
-        assert not (tmp_path / "bad.jsonl").exists()
-    with pytest.raises(PunieError, match="--threshold 2.0"):
-        dedupe_dataset(tmp_path / "d.jsonl", tmp_path / "lib.jsonl", threshold=2.0)
+    result = punie("dedupe", "d.jsonl", "-o", "bad.jsonl", "--threshold", "1.5", cwd=tmp_path)
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines() == [
+        "error: --threshold 1.5: a Jaccard similarity, from 0 to 1"
+    ]
+    assert not (tmp_path / "bad.jsonl").exists()
+    for bad in (-0.1, float("nan")):
+        with pytest.raises(PunieError, match=f"--threshold {bad}: a Jaccard similarity"):
+            dedupe_dataset(tmp_path / "d.jsonl", tmp_path / "lib.jsonl", threshold=bad)
     assert not (tmp_path / "lib.jsonl").exists()
 
 
@@ -212,17 +213,48 @@ def test_band_choice_finds_pairs_at_the_threshold():
         assert bands.p_candidate(t) >= 0.99 and bands.p_candidate(0.05) < 0.01
 
 
-def test_buckets_store_shares_band_keys_and_keeps_shingles_on_disk():
+def test_buckets_store_shares_band_keys_keeps_shingles_on_disk_and_caps_a_bucket():
     import os
 
-    from punie.data.seen import Buckets
+    from punie.data.seen import BUCKET, Buckets
 
     with Buckets() as buckets:
-        buckets.add(1, [2**64 - 1, 5], b"sig1", b"one")
-        buckets.add(2, [5, 6], b"sig2", b"two")
-        assert list(buckets.candidates([5])) == [[(1, b"sig1"), (2, b"sig2")]]
-        assert list(buckets.candidates([2**64 - 1, 7])) == [[(1, b"sig1")]]
-        assert list(buckets.candidates([7])) == []
+        assert buckets.add(1, [2**64 - 1, 5], b"sig1", b"one") == 0
+        assert buckets.add(2, [5, 6], b"sig2", b"two") == 0
+        assert sorted(buckets.candidates([5])) == [(1, b"sig1"), (2, b"sig2")]
+        assert buckets.candidates([2**64 - 1, 7]) == [(1, b"sig1")]
+        assert buckets.candidates([7]) == []
         assert buckets.shingles(2) == b"two"
+        for at in range(10, 10 + BUCKET):
+            assert buckets.add(at, [9], b"s", b"h") == 0
+        assert buckets.add(999, [9, 10], b"s", b"h") == 1  # key 9's bucket is full, 10's is not
+        assert len(buckets.candidates([9])) == BUCKET
+        assert buckets.candidates([10]) == [(999, b"s")]
         folder = buckets._dir.name
     assert not os.path.exists(folder)
+
+
+def test_templated_rows_fill_buckets_are_reported_and_their_duplicates_still_found(tmp_path):
+    # 300 rows of one 100-word template with 4 words changed each: about 0.6 Jaccard with each
+    # other, so they share bands by the hundred but none is a near duplicate of another.
+    rng = random.Random(5)
+    template = words(rng, 100)
+    variants = []
+    for _ in range(300):
+        v = list(template)
+        for i in rng.sample(range(100), 4):
+            v[i] = rng.choice(VOCAB)
+        variants.append(v)
+    last = list(variants[-1])
+    last[50] = "edited"
+    rows = [chat(" ".join(v)) for v in [*variants, last]]
+    assert max(jaccard(a, b) for i, a in enumerate(rows[:300]) for b in rows[:i]) < 0.8
+    write_rows(tmp_path / "d.jsonl", rows)
+    result = punie("dedupe", "d.jsonl", "-o", "out.jsonl", "--rejects", "r.jsonl", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert read_rows(tmp_path / "out.jsonl") == rows[:300]
+    assert [(line, of) for line, of, _ in removals(tmp_path / "r.jsonl")] == [(301, 300)]
+    manifest = json.loads((tmp_path / "out.manifest.json").read_text())
+    crowded = manifest["counts"]["near"]["crowded"]
+    assert crowded > 0
+    assert f"{crowded} kept rows share bands with 100 or more others" in result.stdout

@@ -332,6 +332,7 @@ def dedupe(
     eval row is the one removed. Each near duplicate's reject names the kept row it matched and
     their Jaccard."""
     from punie.data.dedupe import dedupe_dataset
+    from punie.data.seen import BUCKET
 
     o = dedupe_dataset(
         paths,
@@ -343,6 +344,12 @@ def dedupe(
         skip_invalid=skip_invalid,
     )
     _written(o, as_json)
+    crowded = o.counts.get("near", {}).get("crowded")
+    if crowded and not as_json:
+        out_console.print(
+            f"{crowded} kept rows share bands with {BUCKET} or more others (templated data): "
+            "their later near duplicates are found through their other bands only"
+        )
 
 
 @dataset_app.command()

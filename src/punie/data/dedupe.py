@@ -47,6 +47,9 @@ class Seen:
         self._exact = FirstSeen()
         self._buckets = Buckets() if near else None
         self._where: list[str] = []
+        # Kept rows left out of a full bucket in some band: a later near duplicate of one is
+        # found only through its other bands.
+        self.crowded = 0
 
     def __enter__(self) -> Seen:
         return self
@@ -75,21 +78,29 @@ class Seen:
             if match is not None:
                 kept, j = match
                 return f"near duplicate: of {self._loc(kept)}, Jaccard {j:.3f}"
-            self._buckets.add(at, keys, minhash.packed(sig), hashes.tobytes())
+            self.crowded += self._buckets.add(at, keys, minhash.packed(sig), hashes.tobytes()) > 0
         self._exact.first(key, at)
         return None
+
+    def report(self, counts: dict) -> None:
+        counts["near"] = {
+            "threshold": self._threshold,
+            "include_system": self._include_system,
+            "bands": self._bands.b,
+            "rows_per_band": self._bands.r,
+            "crowded": self.crowded,
+        }
 
     def _match(self, hashes: np.ndarray, sig: np.ndarray, keys: list[int]):
         """(kept row, exact Jaccard) of a kept row at least the threshold, or None. The band
         candidates are ranked by signature agreement and only plausible ones checked exactly:
         templated rows sharing bands by the thousand would otherwise each cost a comparison."""
         assert self._buckets is not None
-        likely: list[tuple[float, int]] = []
-        for chunk in self._buckets.candidates(keys):
-            est = minhash.agreement(sig, [s for _, s in chunk])
-            likely += [
-                (-e, kept) for e, (kept, _) in zip(est, chunk, strict=True) if e >= self._cutoff
-            ]
+        found = self._buckets.candidates(keys)
+        if not found:
+            return None
+        est = minhash.agreement(sig, [s for _, s in found])
+        likely = [(-e, kept) for e, (kept, _) in zip(est, found, strict=True) if e >= self._cutoff]
         for _, kept in sorted(likely):
             j = minhash.jaccard(hashes, np.frombuffer(self._buckets.shingles(kept), dtype="<u8"))
             if j >= self._threshold:
@@ -120,5 +131,11 @@ def dedupe_dataset(
     with an earlier kept row is at least `threshold`."""
     with Seen(near=near, threshold=threshold, include_system=include_system) as seen:
         return keep_rows(
-            path, out, seen.check, rejects=rejects, skip_invalid=skip_invalid, order=ORDER
+            path,
+            out,
+            seen.check,
+            rejects=rejects,
+            skip_invalid=skip_invalid,
+            order=ORDER,
+            finish=seen.report if near else None,
         )

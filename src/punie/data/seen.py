@@ -22,7 +22,7 @@ from pathlib import Path
 # SQLite's page cache, the one place memory grows, and it stops here. 2 MB (SQLite's default)
 # rather than more: at a million rows a 16 MB cache saved ~2 µs an insert, against 14 MB of memory.
 CACHE_KB = 2 * 1024
-CHUNK = 1024  # rows fetched at a time where one key can match many
+BUCKET = 100  # kept rows a band key leads to (see Buckets)
 
 
 def _signed(key: int) -> int:
@@ -98,9 +98,15 @@ class FirstSeen(_Scratch):
 
 
 class Buckets(_Scratch):
-    """The LSH index of near-dedupe: each kept row's band keys (a key may be shared by many rows),
-    its signature and its shingle hashes, so candidates can be ranked and then checked exactly
-    from disk."""
+    """The LSH index of near-dedupe: each kept row's band keys, its signature and its shingle
+    hashes, so candidates can be ranked and then checked exactly from disk.
+
+    A bucket (the rows sharing one band key) holds at most BUCKET rows. Templated data puts
+    thousands of similar rows that are not near duplicates into the same buckets, and every new
+    row would be ranked against all of them: the cost per row would grow with the input. A row
+    kept after its bucket filled is still indexed in its other bands; `add` says how many it
+    missed, so the command can report it.
+    """
 
     def __init__(self) -> None:
         super().__init__(
@@ -109,24 +115,32 @@ class Buckets(_Scratch):
             "shingles (at INTEGER PRIMARY KEY, hashes BLOB NOT NULL)",
         )
 
-    def candidates(self, keys: Sequence[int]) -> Iterator[list[tuple[int, bytes]]]:
-        """(at, signature) of every kept row sharing any of `keys`, earliest first, in chunks
-        (templated data can make thousands)."""
+    def candidates(self, keys: Sequence[int]) -> list[tuple[int, bytes]]:
+        """(at, signature) of every kept row sharing any of `keys`: at most BUCKET a key."""
         marks = ",".join("?" * len(keys))
-        rows = self._db.execute(
+        return self._db.execute(
             "SELECT at, sig FROM signature WHERE at IN "
-            f"(SELECT at FROM band WHERE key IN ({marks})) ORDER BY at",
+            f"(SELECT at FROM band WHERE key IN ({marks}))",
             [_signed(k) for k in keys],
-        )
-        while chunk := rows.fetchmany(CHUNK):
-            yield chunk
+        ).fetchall()
 
     def shingles(self, at: int) -> bytes:
         return self._db.execute("SELECT hashes FROM shingles WHERE at = ?", (at,)).fetchone()[0]
 
-    def add(self, at: int, keys: Sequence[int], sig: bytes, hashes: bytes) -> None:
+    def add(self, at: int, keys: Sequence[int], sig: bytes, hashes: bytes) -> int:
+        """Index a kept row; the number of its keys whose bucket was already full."""
+        signed = [_signed(k) for k in keys]
+        marks = ",".join("?" * len(keys))
+        full = {
+            key
+            for (key,) in self._db.execute(
+                f"SELECT key FROM band WHERE key IN ({marks}) GROUP BY key HAVING count(*) >= ?",
+                [*signed, BUCKET],
+            )
+        }
         self._db.executemany(
-            "INSERT OR IGNORE INTO band VALUES (?, ?)", [(_signed(k), at) for k in keys]
+            "INSERT OR IGNORE INTO band VALUES (?, ?)", [(k, at) for k in signed if k not in full]
         )
         self._db.execute("INSERT INTO signature VALUES (?, ?)", (at, sig))
         self._db.execute("INSERT INTO shingles VALUES (?, ?)", (at, hashes))
+        return len(full)
