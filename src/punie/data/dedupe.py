@@ -9,8 +9,9 @@ what Jaccard.
 
 Several inputs are deduped as one: folders pool their splits, files pool into one file. Splits are
 read test, valid, train, and the first copy is kept: a training row that repeats an eval row is the
-one removed. The hashes, band keys and shingles of the kept rows live in temporary SQLite files
-(`punie.data.seen`), so memory stays flat as the input grows.
+one removed. The hashes, band keys, signatures and shingles of the kept rows live in temporary
+SQLite files (`punie.data.seen`), so memory stays flat as the input grows; a band's bucket holds
+at most `seen.BUCKET` rows, so the work per row does too.
 """
 
 from __future__ import annotations
