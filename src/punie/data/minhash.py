@@ -10,11 +10,12 @@ folded with 2⁶¹ ≡ 1 (mod 2⁶¹−1), exactly, in uint64 numpy over shingle
 probability equal to the Jaccard similarity of the two shingle sets.
 
 LSH cuts the signature into b bands of r rows: rows sharing a whole band are candidates, with
-probability 1 − (1 − J^r)^b. Every candidate's exact Jaccard is checked before anything is
-removed, so a false candidate costs one comparison while a missed one keeps a duplicate: (b, r)
-are chosen for recall (a pair right at the threshold is found 99% of the time; for 0.8, 21 bands
-of 6), not datasketch's balance of the two errors (9 bands of 13 for 0.8 and 128 permutations,
-which finds a pair at 0.8 only 40% of the time).
+probability 1 − (1 − J^r)^b. Nothing is removed on a candidate alone: dedupe ranks candidates by
+signature agreement and checks the plausible ones' exact Jaccard. So a false candidate costs a
+comparison while a missed one keeps a duplicate, and (b, r) are chosen for recall: a pair right
+at the threshold is found 99% of the time (for 0.8, 21 bands of 6), not datasketch's balance of
+the two errors (9 bands of 13 for 0.8 and 128 permutations, which finds a pair at 0.8 only 40%
+of the time).
 """
 
 from __future__ import annotations
