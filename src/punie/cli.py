@@ -6,6 +6,7 @@ Command groups live beside the code they drive (`punie/<area>/cli.py`) and are m
 from __future__ import annotations
 
 import json
+import signal
 import sys
 import warnings
 from pathlib import Path
@@ -153,8 +154,12 @@ _python_show_warning = warnings.showwarning
 
 
 def main() -> None:
-    """Entry point: PunieError becomes a one-line message and its exit code; Ctrl-C exits 130."""
+    """Entry point: PunieError becomes a one-line message and its exit code; Ctrl-C exits 130,
+    SIGTERM and SIGHUP take the same way out and exit 128 + the signal's number."""
+    from punie.proc import stop_on_signals
+
     warnings.showwarning = _show_warning
+    received = stop_on_signals()
     try:
         app()
     except PunieError as e:
@@ -168,6 +173,15 @@ def main() -> None:
         where = f"{e.filename}: " if e.filename else ""
         console.print(f"[red]error:[/red] {where}{e.strerror}", highlight=False, soft_wrap=True)
         sys.exit(1)
-    except KeyboardInterrupt:
-        console.print("[yellow]interrupted[/yellow]")
-        sys.exit(130)
+    except KeyboardInterrupt:  # typer exits 130 on its own; this one arrived outside it
+        _interrupted(received())
+    except SystemExit:
+        if received() is None:
+            raise
+        _interrupted(received())
+
+
+def _interrupted(signum: int | None) -> None:
+    name = f" ({signal.Signals(signum).name})" if signum else ""
+    console.print(f"[yellow]interrupted{name}[/yellow]")
+    sys.exit(128 + (signum or signal.SIGINT))

@@ -409,3 +409,18 @@ def chrome_install_hint(host: Host) -> str:
     if host.is_mac:
         return "no Chrome or Chromium found: brew install --cask chromium, or set PUNIE_CHROME"
     return "chromium is not installed (scripts/setup --test), or set PUNIE_CHROME"
+
+
+# --- children: parent-death ---
+
+PARENT_DEATH_WATCHES = ("pdeathsig", "poll")
+
+
+def parent_death_watch(host: Host) -> str:
+    """How a child notices that Punie is gone, even after a `kill -9` that runs no cleanup.
+
+    Linux has `prctl(PR_SET_PDEATHSIG)`: the kernel signals the child when its parent exits.
+    macOS has no equivalent, so there the child polls `getppid()`, which changes (to 1 or a
+    subreaper) when the parent dies; see `punie.lifeline`.
+    """
+    return "pdeathsig" if host.is_linux else "poll"

@@ -2,7 +2,10 @@
 
 Every subprocess Punie starts (the trainer, the server) runs in its own process group, so one
 signal reaches it and everything it forked. On normal exit, on error and on Ctrl-C the group gets
-SIGTERM, then SIGKILL after a grace period.
+SIGTERM, then SIGKILL after a grace period. SIGTERM and SIGHUP (a closed Terminal) reach the
+`punie` command as Ctrl-C does (`stop_on_signals`, installed by the CLI), so they take the same
+way out. Where Punie gets no chance to clean up (`kill -9`, a crash), each Python child ends on
+its own: it runs under `punie.lifeline`, which watches for its parent's death.
 
 On Linux, MLX's CPU wheel bundles the reference BLAS, about 20 times slower at matrix products than
 OpenBLAS. Where the system has OpenBLAS (Debian: libopenblas0-pthread), children get it through
@@ -16,8 +19,14 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import IO, Any
+
+from punie import lifeline
+from punie.platform import current, parent_death_watch
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
 _OPENBLAS_CANDIDATES = (
     "/usr/lib/x86_64-linux-gnu/openblas-pthread/libblas.so.3",
@@ -48,19 +57,72 @@ def python_module(module: str, *args: str) -> list[str]:
     return [sys.executable, "-m", module, *args]
 
 
+class Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised where Ctrl-C's KeyboardInterrupt would be."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def stop_on_signals() -> Callable[[], int | None]:
+    """Make SIGTERM and SIGHUP raise `Stopped` (a KeyboardInterrupt) in the main thread, once;
+    returns a function that tells which of them arrived (None if neither did).
+
+    Every cleanup written for Ctrl-C (children stopped, checkpoint kept, run marked interrupted)
+    then runs for them too. Later ones are swallowed so that the cleanup finishes; the handler
+    stays a Python function, not SIG_IGN, because children would inherit SIG_IGN across exec.
+    """
+    fired: list[int] = []
+
+    def handler(signum: int, frame: Any) -> None:
+        if not fired:
+            fired.append(signum)
+            raise Stopped(signum)
+
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, handler)
+    return lambda: fired[0] if fired else None
+
+
+def signal_group(pgid: int, sig: int) -> None:
+    """Signal a process group that may be gone. macOS answers EPERM, not ESRCH, for a group whose
+    leader has exited but is not reaped yet, so both mean: nothing left to signal."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
 def stop_group(proc: subprocess.Popen, grace: float = 10.0) -> None:
     """SIGTERM the child's process group, then SIGKILL whatever is left after `grace` seconds."""
     if proc.poll() is not None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)  # orphans of a child that already exited
+        signal_group(proc.pid, signal.SIGKILL)  # orphans of a child that already exited
         return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
+    signal_group(proc.pid, signal.SIGTERM)
     with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=grace)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
+    signal_group(proc.pid, signal.SIGKILL)
     proc.wait()
+
+
+def spawn(
+    cmd: Sequence[str],
+    *,
+    stdout: int | IO[Any] | None,
+    stderr: int | IO[Any] | None,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+) -> subprocess.Popen:
+    """Start `cmd` in a new process group, under `punie.lifeline` when it is `python -m ...`."""
+    guarded = lifeline.command(list(cmd), parent_death_watch(current()), os.getpid())
+    return subprocess.Popen(
+        guarded,
+        cwd=cwd,
+        env=env or child_env(),
+        stdin=subprocess.DEVNULL,
+        stdout=stdout,
+        stderr=stderr,
+        start_new_session=True,
+    )
 
 
 @contextlib.contextmanager
@@ -76,15 +138,8 @@ def child_process(
     """Start `cmd` in a new process group; the group is stopped when the block exits, however."""
     log_file = open(log, "ab") if log else None  # noqa: SIM115 - closed in finally
     out = stdout if stdout is not None else (log_file or subprocess.DEVNULL)
-    proc = subprocess.Popen(
-        list(cmd),
-        cwd=cwd,
-        env=env or child_env(),
-        stdin=subprocess.DEVNULL,
-        stdout=out,
-        stderr=log_file or (subprocess.STDOUT if stdout is not None else subprocess.DEVNULL),
-        start_new_session=True,
-    )
+    err = log_file or (subprocess.STDOUT if stdout is not None else subprocess.DEVNULL)
+    proc = spawn(cmd, stdout=out, stderr=err, cwd=cwd, env=env)
     try:
         yield proc
     finally:

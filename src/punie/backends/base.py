@@ -22,7 +22,8 @@ class Capabilities:
     notes: str = ""
 
 
-# Called with one metrics record (the dict written to metrics.jsonl) as training goes.
+# Called with one metrics record (the dict written to metrics.jsonl) as training goes, or with
+# `{"iteration", "warning"}`: a one-line warning (rows skipped from the data, say).
 MetricsCallback = Callable[[dict[str, Any]], None]
 
 

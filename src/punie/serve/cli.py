@@ -8,7 +8,23 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from punie.serve.server import STARTUP_TIMEOUT_S
+
 console = Console(stderr=True)
+PROGRESS_EVERY_S = 5
+
+
+def waiting_line(timeout: float):
+    """An `on_wait` that says every few seconds how long the server has been loading."""
+
+    shown = [0]
+
+    def report(elapsed: float) -> None:
+        if elapsed // PROGRESS_EVERY_S > shown[0]:
+            shown[0] = int(elapsed // PROGRESS_EVERY_S)
+            console.print(f"waiting for mlx_lm.server: {elapsed:.0f}s of {timeout:g}s")
+
+    return report
 
 
 def serve(
@@ -23,6 +39,9 @@ def serve(
         Path | None, typer.Option(help="Server log file (default: runs/serve-PORT/server.log).")
     ] = None,
     max_tokens: Annotated[int, typer.Option(help="Default max tokens per answer.")] = 512,
+    startup_timeout: Annotated[
+        float, typer.Option(help="Seconds to wait for the server to load the model and answer.")
+    ] = STARTUP_TIMEOUT_S,
 ) -> None:
     """Serve a model (and adapter) with mlx_lm.server on 127.0.0.1, OpenAI-compatible.
 
@@ -36,7 +55,14 @@ def serve(
     folder = resolve_model(model)
     if adapter and not (adapter / "adapters.safetensors").is_file():
         raise PunieError(f"{adapter}: not an adapter folder (no adapters.safetensors)")
-    server = Server(folder, adapter=adapter, port=port, max_tokens=max_tokens)
+    server = Server(
+        folder,
+        adapter=adapter,
+        port=port,
+        max_tokens=max_tokens,
+        startup_timeout=startup_timeout,
+        on_wait=waiting_line(startup_timeout),
+    )
     server.log = log or Path("runs") / f"serve-{server.port}" / "server.log"
     with server:
         console.print(f"serving {folder}" + (f" with adapter {adapter}" if adapter else ""))

@@ -5,6 +5,12 @@
 
 The server's output (its log) goes to `log`, normally the run folder's `server.log`.
 
+The port is bind-tested on 127.0.0.1 just before the server starts, so a port that something
+else holds is refused at once instead of that something answering our health checks; a health
+answer counts only while our process is alive. Loading a model
+can take minutes: `startup_timeout` bounds the wait and `on_wait(elapsed_s)` is called about once
+a second while it lasts, so a caller can show progress.
+
 One server answers for the base model and any adapter: each request names `model` (the folder) and
 `adapters` explicitly, and mlx_lm.server loads that pair. Nothing is inferred from `/v1/models`,
 which lists cached hub models before the one we started.
@@ -13,24 +19,41 @@ which lists cached hub models before the one we started.
 from __future__ import annotations
 
 import contextlib
+import errno
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 
 from punie.errors import PunieError
 from punie.logecho import LogEcho
-from punie.proc import child_env, python_module, stop_group
+from punie.proc import python_module, spawn, stop_group
 
 HOST = "127.0.0.1"
+STARTUP_TIMEOUT_S = 120.0
 
 
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((HOST, 0))
         return s.getsockname()[1]
+
+
+def check_port_free(port: int) -> None:
+    """Refuse a port that something already listens on (a one-line PunieError)."""
+    if not 0 < port < 65536:
+        raise PunieError(f"port: {port} is not a TCP port (1-65535)")
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((HOST, port))
+        except OSError as e:
+            why = "is already in use" if e.errno == errno.EADDRINUSE else f"cannot be used ({e})"
+            raise PunieError(
+                f"port {port} on {HOST} {why}; pick another --port or leave it out for a free one"
+            ) from None
 
 
 class Server:
@@ -42,14 +65,20 @@ class Server:
         log: Path | None = None,
         port: int | None = None,
         max_tokens: int = 256,
-        startup_timeout: float = 120.0,
+        startup_timeout: float = STARTUP_TIMEOUT_S,
+        on_wait: Callable[[float], None] | None = None,
     ):
+        if not 0 < startup_timeout < float("inf"):
+            raise PunieError(
+                f"startup timeout: must be a positive number of seconds, got {startup_timeout}"
+            )
         self.model = str(model)
         self.adapter = str(adapter) if adapter else None
         self.log = Path(log) if log else None
         self.port = port or free_port()
         self.max_tokens = max_tokens
         self.startup_timeout = startup_timeout
+        self.on_wait = on_wait
         self._proc: subprocess.Popen | None = None
         self._log_file = None
         self._echo: LogEcho | None = None
@@ -82,19 +111,13 @@ class Server:
         return cmd
 
     def start(self) -> Server:
+        check_port_free(self.port)  # before anything is opened that stop() would have to close
         if self.log:
             self.log.parent.mkdir(parents=True, exist_ok=True)
             self._log_file = open(self.log, "ab")  # noqa: SIM115 - closed in stop()
             self._echo = LogEcho(self.log, "mlx_lm.server").start()  # its memory warning
         sink = self._log_file or subprocess.DEVNULL
-        self._proc = subprocess.Popen(
-            self.command(),
-            env=child_env(),
-            stdin=subprocess.DEVNULL,
-            stdout=sink,
-            stderr=sink,
-            start_new_session=True,
-        )
+        self._proc = spawn(self.command(), stdout=sink, stderr=sink)
         try:
             self._wait_healthy()
         except BaseException:
@@ -118,19 +141,34 @@ class Server:
         return self._proc.wait() if self._proc else 0
 
     def _wait_healthy(self) -> None:
-        deadline = time.monotonic() + self.startup_timeout
-        while time.monotonic() < deadline:
+        start = time.monotonic()
+        next_report = start + 1.0
+        while (elapsed := time.monotonic() - start) < self.startup_timeout:
             if self._proc.poll() is not None:
                 where = f"; see {self.log}" if self.log else ""
                 raise PunieError(
                     f"mlx_lm.server for {self.model} exited with code {self._proc.returncode}"
                     f" before it was ready{where}"
                 )
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{self.base_url}/health", timeout=2.0).status_code == 200:
-                    return
+            if self._answers():
+                return
+            if self.on_wait and time.monotonic() >= next_report:
+                self.on_wait(elapsed)
+                next_report += 1.0
             time.sleep(0.25)
-        raise PunieError(f"mlx_lm.server did not become healthy in {self.startup_timeout:.0f}s")
+        where = f"; see {self.log}" if self.log else ""
+        raise PunieError(
+            f"mlx_lm.server did not answer on {self.base_url} within {self.startup_timeout:g}s"
+            f" (set a longer startup timeout for a slow model){where}"
+        )
+
+    def _answers(self) -> bool:
+        """Healthy, and still ours: the port was free when our process started, and that process
+        still runs (`/v1/models` cannot tell: it fails outright without a hub cache folder)."""
+        with contextlib.suppress(httpx.HTTPError):
+            healthy = httpx.get(f"{self.base_url}/health", timeout=2.0).status_code == 200
+            return healthy and self._proc.poll() is None
+        return False
 
     def stop(self) -> None:
         if self._proc is not None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
+import struct
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -66,6 +68,8 @@ class MLXBackend:
                     "fine_tune_type: full fine-tuning needs an unquantized model; "
                     f"{config.model} is quantized (use lora or dora: QLoRA)"
                 )
+            if config.target_modules and config.fine_tune_type != "full":
+                check_target_modules(config, weight_modules(Path(config.model).expanduser()))
         if config.lr_schedule not in ("constant", "cosine"):
             raise PunieError(f"lr_schedule: {config.lr_schedule!r} is not one of constant, cosine")
         if config.from_adapter:
@@ -81,6 +85,42 @@ class MLXBackend:
         from punie.train.fuse import fuse_run
 
         return fuse_run(Path(run_dir), Path(out), **options).out
+
+
+def weight_modules(folder: Path) -> set[str]:
+    """Module paths of a model folder's matrices (weights of two or more dimensions, or quantized
+    ones): what LoRA can adapt. Read from the safetensors headers only, in milliseconds."""
+    modules: set[str] = set()
+    for file in sorted(folder.glob("*.safetensors")):
+        try:
+            with open(file, "rb") as f:
+                (size,) = struct.unpack("<Q", f.read(8))
+                header = json.loads(f.read(min(size, 100_000_000)))
+        except (OSError, ValueError, struct.error):
+            return set()  # unreadable: the worker checks against the loaded model instead
+        for key, info in header.items():
+            module, _, leaf = key.rpartition(".")
+            if isinstance(info, dict) and (leaf == "scales" or len(info.get("shape", ())) >= 2):
+                modules.add(module)
+    return modules
+
+
+def check_target_modules(config: Any, modules: set[str]) -> None:
+    """mlx_lm skips a `keys` name that the model lacks without a word; refuse it up front. A name
+    counts as present if some weight's module path is it or ends with it (`self_attn.q_proj`
+    in `model.layers.3.self_attn.q_proj`), so only a name found nowhere is refused."""
+    if not modules:
+        return
+    for name in config.target_modules:
+        if not any(m == name or m.endswith(f".{name}") for m in modules):
+            in_layers = sorted({m.group(1) for m in map(_IN_LAYER.search, modules) if m})
+            raise PunieError(
+                f"target_modules: {name!r} is not a module LoRA can adapt in {config.model} "
+                f"(in each layer: {', '.join(in_layers) or 'none'})"
+            )
+
+
+_IN_LAYER = re.compile(r"layers\.\d+\.(.+)$")
 
 
 def check_adapter_fits(config: Any) -> None:

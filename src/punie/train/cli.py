@@ -38,6 +38,10 @@ class LiveProgress:
         self._task = progress.add_task("train", total=total, completed=start, stats="loading")
 
     def __call__(self, record: dict[str, Any]) -> None:
+        if "warning" in record:
+            warning = f"[yellow]warning:[/yellow] {record['warning']}"
+            self._p.console.print(warning, highlight=False, soft_wrap=True)
+            return
         if record.get("train_loss") is not None:
             self._stats["train"] = f"train {record['train_loss']:.3f}"
             self._stats["tok/s"] = f"{record['tokens_per_second']:,.0f} tok/s"

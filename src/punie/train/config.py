@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import tomllib
 import types
 import typing
@@ -27,6 +28,8 @@ from punie.errors import PunieError
 FINE_TUNE_TYPES = ("lora", "dora", "full")
 OPTIMIZERS = ("adam", "adamw", "sgd", "adafactor", "muon")
 LR_SCHEDULES = ("constant", "cosine")
+CUT_ROWS = ("skip", "refuse")
+SEED_MAX = 2**32 - 1  # numpy's seed range; MLX takes any uint64
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,7 @@ class TrainConfig:
     save_every: int = 100
     patience: int | None = None
     from_adapter: str | None = None
+    cut_rows: str = "skip"  # rows whose trained tokens all lie past max_seq_length
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -141,8 +145,27 @@ def _one_of(name: str, value: str, allowed: tuple[str, ...]) -> None:
         raise PunieError(f"{name}: {value!r} is not one of {', '.join(allowed)}")
 
 
+def _non_finite(value: Any, path: str) -> tuple[str, float] | None:
+    """The place and value of the first NaN or infinity in `value` (nested in `extra`)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return path, value
+    if isinstance(value, dict):
+        inner = ((f"{path}.{k}", v) for k, v in value.items())
+    elif isinstance(value, list | tuple):
+        inner = ((f"{path}[{i}]", v) for i, v in enumerate(value))
+    else:
+        return None
+    return next(filter(None, (_non_finite(v, p) for p, v in inner)), None)
+
+
 def _check_values(c: TrainConfig) -> None:
+    # NaN passes every `<` check below (all comparisons with NaN are false): refuse it first.
+    for f in fields(c):
+        bad = _non_finite(getattr(c, f.name), f.name)
+        if bad:
+            raise PunieError(f"{bad[0]}: must be a finite number, got {bad[1]}")
     _one_of("fine_tune_type", c.fine_tune_type, FINE_TUNE_TYPES)
+    _one_of("cut_rows", c.cut_rows, CUT_ROWS)
     if not c.method:
         raise PunieError("method: must name a training method, e.g. sft")
     _one_of("optimizer", c.optimizer, OPTIMIZERS)
@@ -177,6 +200,8 @@ def _check_values(c: TrainConfig) -> None:
         raise PunieError(f"patience: must be at least 1 evaluation, got {c.patience}")
     if not 0 <= c.warmup_steps < c.iters:
         raise PunieError(f"warmup_steps: must be in [0, iters={c.iters}), got {c.warmup_steps}")
+    if not 0 <= c.seed <= SEED_MAX:
+        raise PunieError(f"seed: must be in [0, {SEED_MAX}], got {c.seed}")
     if c.target_modules is not None and not c.target_modules:
         raise PunieError("target_modules: must name at least one module, or be left out")
     if c.fine_tune_type == "full" and c.target_modules:

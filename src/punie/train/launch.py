@@ -162,10 +162,18 @@ def start(
     write_json(run_dir / runs.CONFIG_FILE, config.to_dict())
     runs.write_record(run_dir, record)
 
+    warnings: list[str] = []
+
+    def on_record(row: dict[str, Any]) -> None:
+        if "warning" in row:
+            warnings.append(row["warning"])
+        if on_metrics:
+            on_metrics(row)
+
     tic = time.monotonic()
     status, error = "failed", None
     try:
-        backend.train(config, run_dir, on_metrics)
+        backend.train(config, run_dir, on_record)
         status = "completed"
     except (KeyboardInterrupt, TrainingInterrupted):
         status = "interrupted"
@@ -183,6 +191,8 @@ def start(
             best_adapter="best" if (run_dir / "best" / "adapters.safetensors").is_file() else None,
             stopped_early=status == "completed" and record["last_iteration"] < config.iters,
         )
+        if warnings:
+            record["warnings"] = record.get("warnings", []) + warnings
         record.pop("pid", None)
         runs.write_record(run_dir, record)
         lock.release()

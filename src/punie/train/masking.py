@@ -12,6 +12,11 @@ whose trained span reaches its end (the first padding position after it is score
 mlx_lm's `default_loss` does). With one span per row the loss is therefore bit-for-bit mlx_lm's,
 which is what lets `benchmarks/train.py` compare the two loss curves. The batch order can also be
 saved and restored (`Cursor`), so a resumed run sees the same batches an uninterrupted one would.
+
+A row none of whose trained tokens lies within `max_seq_length` (all cut off, or none to begin
+with) would add nothing but, in a batch of such rows, make the loss 0/0 = NaN and poison the
+weights. `load_trainable` tokenizes every row up front and sets those rows aside, by line, so the
+batches mlx_lm's trainer draws never hold one.
 """
 
 from __future__ import annotations
@@ -132,6 +137,68 @@ def load_split(data: Path, name: str, tokenizer: Any, mask_prompt: bool):
         return []
     rows = [row for _, row in read_jsonl(path)]
     return make_dataset(rows, tokenizer, mask_prompt, source=str(path))
+
+
+def trained_count(spans: list[Span], full_length: int, max_seq_length: int) -> int:
+    """How many targets of a row carry loss once it is cut to `max_seq_length`, exactly as
+    `token_mask` and `masked_loss` count them (position 0 is never a target)."""
+    length = min(full_length, max_seq_length)
+    count = sum(max(0, min(end, length) - max(start, 1)) for start, end in spans)
+    if length < max_seq_length and any(end >= full_length for _, end in spans):
+        count += 1  # the first padding position after the row, as in `token_mask`
+    return count
+
+
+class Processed(CacheDataset):
+    """Rows already turned into (tokens, spans). A CacheDataset, so that batches sort by the same
+    key mlx_lm's `iterate_batches` uses, and with the same tokens, without tokenizing twice."""
+
+    def __init__(self, raw: list[dict], processed: list[tuple[list[int], list[Span]]]):
+        self._raw = raw
+        self._processed = processed
+
+    def itemlen(self, idx: int) -> int:
+        return len(self._raw[idx])
+
+    def __getitem__(self, idx: int) -> tuple[list[int], list[Span]]:
+        return self._processed[idx]
+
+    def __len__(self) -> int:
+        return len(self._raw)
+
+
+@dataclass(frozen=True)
+class Split:
+    """One data file, tokenized: the rows that train, and the lines of those that cannot."""
+
+    path: Path
+    rows: Processed
+    untrainable: tuple[int, ...]  # line numbers of rows with no trained token in max_seq_length
+
+    def describe_untrainable(self, max_seq_length: int) -> str:
+        total = len(self.rows) + len(self.untrainable)
+        return (
+            f"{self.path}: {len(self.untrainable)} of {total} rows have no trained token within "
+            f"max_seq_length={max_seq_length} (first: {self.path}:{self.untrainable[0]})"
+        )
+
+
+def load_trainable(data: Path, name: str, tokenizer: Any, mask_prompt: bool, max_seq_length: int):
+    """`data/name.jsonl` tokenized, its untrainable rows set aside; None if the file is absent."""
+    path = Path(data) / f"{name}.jsonl"
+    if not path.is_file():
+        return None
+    numbered = list(read_jsonl(path))
+    dataset = make_dataset([row for _, row in numbered], tokenizer, mask_prompt, source=str(path))
+    raw, processed, untrainable = [], [], []
+    for i, (line, row) in enumerate(numbered):
+        tokens, spans = dataset.process(dataset[i])
+        if trained_count(spans, len(tokens), max_seq_length):
+            raw.append(row)
+            processed.append((tokens, spans))
+        else:
+            untrainable.append(line)
+    return Split(path, Processed(raw, processed), tuple(untrainable))
 
 
 @dataclass

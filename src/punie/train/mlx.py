@@ -2,7 +2,8 @@
 
 `run_worker` starts `python -m punie.train.worker RUN_DIR` through `punie.proc` (own process
 group, OpenBLAS preloaded, stopped with SIGTERM then SIGKILL however the block exits), reads its
-JSON-line events and hands metrics records and per-iteration ticks to a callback.
+JSON-line events and hands metrics records, per-iteration ticks and warnings (`{"warning": ...}`,
+about the data, before training starts) to a callback.
 
 `lora_command` is the equivalent bare `python -m mlx_lm lora` invocation, kept pure (config in,
 argv out) for the benchmark that compares the two.
@@ -50,6 +51,8 @@ def run_worker(run_dir: Path, on_metrics: MetricsCallback | None = None) -> dict
                     on_metrics(event["record"])
                 elif kind == "step" and on_metrics:
                     on_metrics({"iteration": event["iteration"]})
+                elif kind == "warning" and on_metrics:
+                    on_metrics({"iteration": last.get("iteration", 0), "warning": event["message"]})
                 elif kind == "error":
                     error = event["message"]
                 last = event

@@ -8,7 +8,12 @@ mlx_lm does not do is added around that loop, not inside it:
 - validation on the global iteration count, the best adapter kept in `best/`, patience stop;
 - checkpoints with optimizer state, batch order and RNG state, so a resumed run continues
   where the interrupted one stopped (same iteration count, schedule and batches);
-- SIGTERM/SIGINT: finish the current step, write a checkpoint, exit 130.
+- SIGTERM/SIGINT: finish the current step, write a checkpoint, exit 130;
+- rows with no trained token within max_seq_length are set aside before training (a warning
+  naming the first one), or refused (`cut_rows = "refuse"`, or when no row would be left);
+- a NaN or infinite loss, validation loss or weight stops the run as failed, with one line:
+  the last checkpoint (written only from finite weights) is kept, and no final adapter is
+  written from non-finite weights.
 
 These hooks run in the batch iterator that `train` pulls from, which is the point between two
 optimizer steps. Progress goes to the parent as JSON lines on the original stdout; mlx_lm's own
@@ -20,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shutil
 import signal
@@ -43,15 +49,27 @@ class _Interrupted(Exception):
     pass
 
 
+class _NonFinite(Exception):
+    pass
+
+
 class Events:
     """JSON lines to the parent on the stdout this process started with."""
 
     def __init__(self, stream):
         self._stream = stream
+        self._parent_gone = False
 
     def send(self, event: str, **data: Any) -> None:
-        self._stream.write(json.dumps({"event": event, **data}) + "\n")
-        self._stream.flush()
+        if self._parent_gone:
+            return
+        try:
+            self._stream.write(json.dumps({"event": event, **data}) + "\n")
+            self._stream.flush()
+        except BrokenPipeError:
+            # The parent died (kill -9) and its lifeline SIGTERM is on its way: the checkpoint
+            # matters more than telling anyone.
+            self._parent_gone = True
 
 
 def _redirect_output(log: Path) -> Events:
@@ -112,6 +130,34 @@ def build_optimizer(config):
     return classes[config.optimizer](learning_rate=learning_rate(config), **kwargs)
 
 
+def lora_targets(model) -> tuple[set[str], set[str]]:
+    """What mlx_lm's `linear_to_lora_layers` can adapt: names inside a block, and whole-model
+    names (its `keys` match either)."""
+    import mlx.nn as nn
+    from mlx_lm.models.switch_layers import QuantizedSwitchLinear, SwitchLinear
+
+    kinds = (nn.Linear, nn.QuantizedLinear, SwitchLinear, QuantizedSwitchLinear, nn.Embedding,
+             nn.QuantizedEmbedding)  # fmt: skip
+
+    def adaptable(module) -> bool:
+        return hasattr(module, "to_lora") or isinstance(module, kinds)
+
+    in_layers = {k for layer in model.layers for k, m in layer.named_modules() if adaptable(m)}
+    whole = {k for k, m in model.named_modules() if adaptable(m)}
+    return in_layers, whole
+
+
+def check_target_modules(requested, in_layers: set[str], whole: set[str], model: str) -> None:
+    """Every requested module must exist in the model; mlx_lm silently skips a name it lacks."""
+    for name in requested or ():
+        if name not in in_layers and name not in whole:
+            known = ", ".join(sorted(in_layers)) or "none"
+            raise SystemExit(
+                f"target_modules: {name!r} is not a module LoRA can adapt in {model} "
+                f"(in each layer: {known})"
+            )
+
+
 def prepare_model(model, config) -> None:
     """Freeze, then make trainable what the fine-tune type says (mlx_lm's `train_model` steps)."""
     from mlx_lm.tuner.utils import linear_to_lora_layers
@@ -125,6 +171,7 @@ def prepare_model(model, config) -> None:
         for layer in model.layers[-max(config.num_layers, 0) :]:
             layer.unfreeze()
     else:
+        check_target_modules(config.target_modules, *lora_targets(model), config.model)
         lora = adapter_config(config)["lora_parameters"]
         linear_to_lora_layers(
             model, config.num_layers, lora, use_dora=config.fine_tune_type == "dora"
@@ -167,6 +214,7 @@ class Loop:
         self.evals_since_best = 0
         self.stop_requested = False
         self.last_eval_at: int | None = None
+        self.checkpoint_at: int | None = None
         self.metrics = open(run_dir / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115
 
     # --- records -----------------------------------------------------------------------------
@@ -176,6 +224,9 @@ class Loop:
         self.events.send("metrics", record=row)
 
     def on_train_loss_report(self, info: dict[str, Any]) -> None:
+        iteration = self.start + int(info["iteration"])
+        if not math.isfinite(float(info["train_loss"])):
+            self.fail(iteration, f"the training loss is {info['train_loss']}")
         self.record(
             {
                 "iteration": self.start + int(info["iteration"]),
@@ -191,7 +242,29 @@ class Loop:
     def on_val_loss_report(self, info: dict[str, Any]) -> None:  # validation runs in evaluate()
         pass
 
+    def fail(self, iteration: int, what: str) -> None:
+        """Stop: `what` went non-finite at `iteration`; nothing more is saved from these weights."""
+        kept = (
+            f"the last finite checkpoint (iteration {self.checkpoint_at}) is kept in "
+            f"{self.run_dir / CHECKPOINT}"
+            if self.checkpoint_at is not None
+            else "no checkpoint was written"
+        )
+        raise _NonFinite(
+            f"training stopped at iteration {iteration}: {what}; {kept}; try a lower learning_rate"
+        )
+
     # --- weights -----------------------------------------------------------------------------
+    def weights_finite(self) -> bool:
+        import mlx.core as mx
+
+        checks = [mx.isfinite(w).all() for w in self._trainable().values()]
+        return bool(mx.all(mx.stack(checks)).item()) if checks else True
+
+    def check_weights(self) -> None:
+        if not self.weights_finite():
+            self.fail(self.completed, "the weights became NaN or infinite")
+
     def _trainable(self) -> dict:
         from mlx.utils import tree_flatten
 
@@ -230,6 +303,7 @@ class Loop:
             opt_state = dict(tree_flatten(self.optimizer.state))
             mx.save_safetensors(str(tmp / "optimizer.safetensors"), opt_state)
             write_json(tmp / "state.json", state)
+        self.checkpoint_at = self.completed
         self.events.send("checkpoint", iteration=self.completed)
 
     def restore_checkpoint(self) -> None:
@@ -247,7 +321,7 @@ class Loop:
         self.cursor.next = state["cursor"]["next"]
         name, keys, pos, has_gauss, cached = state["numpy_rng"]
         np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
-        self.start = self.completed = int(state["iteration"])
+        self.start = self.completed = self.checkpoint_at = int(state["iteration"])
         # MLX's key cannot be set from saved bits; only dropout draws from it, so a resumed run
         # reseeds it per iteration instead (identical to an uninterrupted run without dropout).
         mx.random.seed(self.config.seed + self.start)
@@ -287,6 +361,8 @@ class Loop:
             iterate_batches=iterate_batches,
         )
         self.model.train()
+        if not math.isfinite(val_loss):
+            self.fail(self.completed, f"the validation loss is {val_loss}")
         self.last_eval_at = self.completed
         self.record(
             {
@@ -316,6 +392,7 @@ class Loop:
         inner = iterate_batches(dataset, batch_size, max_seq_length, loop=True, cursor=self.cursor)
         while True:
             if self.completed > self.start:
+                self.check_weights()  # before anything is saved from them
                 self.events.send("step", iteration=self.completed)
             if self.completed % gas == 0:
                 if self.stop_requested:
@@ -334,6 +411,7 @@ class Loop:
             self.completed = it
 
     def finish(self) -> None:
+        self.check_weights()  # the last step: `train` returned without asking for a batch
         if self.valid and self.last_eval_at != self.completed:
             self.validate_quietly()
         self.save_adapter(self.run_dir)
@@ -344,15 +422,42 @@ class Loop:
             self.validate()
 
 
+def training_data(config, tokenizer, events: Events):
+    """(train rows, validation rows or None), each without rows that train no token."""
+    from punie.train.masking import load_trainable
+
+    data = Path(config.data)
+    args = (tokenizer, config.mask_prompt, config.max_seq_length)
+    train = load_trainable(data, "train", *args)
+    if train is None or not (len(train.rows) or train.untrainable):
+        raise SystemExit(f"data: {data}/train.jsonl is missing or empty")
+    valid = load_trainable(data, "valid", *args)
+    for split in filter(None, (train, valid)):
+        if not split.untrainable:
+            continue
+        message = split.describe_untrainable(config.max_seq_length)
+        if not len(split.rows):
+            raise SystemExit(f"{message}: none would be left; raise max_seq_length")
+        if config.cut_rows == "refuse":
+            raise SystemExit(f'{message}; raise max_seq_length, or set cut_rows = "skip"')
+        events.send("warning", message=f"{message}; skipped them")
+    for split in filter(None, (train, valid)):
+        if 0 < len(split.rows) < config.batch_size:
+            raise SystemExit(
+                f"batch_size: {config.batch_size} is more than the {len(split.rows)} trainable "
+                f"rows of {split.path}"
+            )
+    return train.rows, (valid.rows if valid and len(valid.rows) else None)
+
+
 def run(run_dir: Path, events: Events) -> int:
     import mlx.core as mx
     import numpy as np
-    from mlx_lm.tuner.datasets import CacheDataset
     from mlx_lm.tuner.trainer import TrainingArgs, train
     from mlx_lm.utils import load
 
     from punie.train.config import TrainConfig
-    from punie.train.masking import load_split, masked_loss
+    from punie.train.masking import masked_loss
 
     stop = {"requested": False}
 
@@ -371,17 +476,13 @@ def run(run_dir: Path, events: Events) -> int:
     # The same seeding, in the same order, as `mlx_lm lora`.
     np.random.seed(config.seed)
     model, tokenizer = load(config.model)
-    train_set = load_split(Path(config.data), "train", tokenizer, config.mask_prompt)
-    valid_set = load_split(Path(config.data), "valid", tokenizer, config.mask_prompt)
-    if not len(train_set):
-        raise SystemExit(f"data: {config.data}/train.jsonl is missing or empty")
+    train_set, valid = training_data(config, tokenizer, events)
     mx.random.seed(config.seed)
     prepare_model(model, config)
     if config.from_adapter and not resuming:
         load_trainable(model, Path(config.from_adapter), "from_adapter")
 
     optimizer = build_optimizer(config)
-    valid = CacheDataset(valid_set) if len(valid_set) else None
     loop = Loop(run_dir, config, model, optimizer, valid, events)
     loop.stop_requested = stop["requested"]
     if resuming:
@@ -397,6 +498,7 @@ def run(run_dir: Path, events: Events) -> int:
 
     write_json(run_dir / "adapter_config.json", adapter_config(config))
     events.send("started", iteration=loop.completed, iters=config.iters)
+    scratch = run_dir / ".mlx_lm-final.safetensors"
     args = TrainingArgs(
         batch_size=config.batch_size,
         iters=config.iters - loop.completed,
@@ -404,7 +506,8 @@ def run(run_dir: Path, events: Events) -> int:
         steps_per_report=config.steps_per_report,
         steps_per_eval=config.iters + 1,  # validation is the loop's, on the global count
         steps_per_save=config.iters + 1,  # checkpoints are the loop's, with optimizer state
-        adapter_file=str(run_dir / "adapters.safetensors"),
+        # mlx_lm saves its final weights here unchecked; the run's adapter is `finish`'s.
+        adapter_file=str(scratch),
         max_seq_length=config.max_seq_length,
         grad_checkpoint=config.grad_checkpoint,
         grad_accumulation_steps=config.grad_accumulation_steps,
@@ -413,7 +516,7 @@ def run(run_dir: Path, events: Events) -> int:
         train(
             model=model,
             optimizer=optimizer,
-            train_dataset=CacheDataset(train_set),
+            train_dataset=train_set,
             val_dataset=None,
             args=args,
             loss=masked_loss,
@@ -425,10 +528,19 @@ def run(run_dir: Path, events: Events) -> int:
     except _Interrupted:
         events.send("interrupted", iteration=loop.completed)
         return INTERRUPTED_EXIT
+    except _NonFinite as e:
+        events.send("error", message=str(e))
+        return 2
     else:
         loop.completed = config.iters  # `train` returns after the last step, with no next fetch
         events.send("step", iteration=loop.completed)
-    loop.finish()
+    finally:
+        scratch.unlink(missing_ok=True)
+    try:
+        loop.finish()
+    except _NonFinite as e:
+        events.send("error", message=str(e))
+        return 2
     events.send("done", iteration=loop.completed, peak_memory=mx.get_peak_memory() / 1e9)
     return 0
 
@@ -437,8 +549,13 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     run_dir = Path(argv[0])
     events = _redirect_output(run_dir / "train.log")
+    from punie.errors import PunieError
+
     try:
         return run(run_dir, events)
+    except PunieError as e:  # bad data found while tokenizing: one line, as in the parent
+        events.send("error", message=str(e))
+        return 2
     except SystemExit as e:
         if isinstance(e.code, str):
             events.send("error", message=e.code)
