@@ -1,7 +1,7 @@
 """Hostile input to training and serving: cut rows, NaN, non-finite settings, signals, busy ports.
 
 Each test runs the real thing: `punie` as a subprocess on the tiny model, real signals, real
-sockets. Processes are found with `ps`, never by reading /proc.
+sockets. Processes are found with `punie.platform.mentioning`, never by reading /proc.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import pytest
 from punie import lifeline
 from punie.errors import PunieError
 from punie.fsio import write_jsonl
-from punie.platform import Host, parent_death_watch
+from punie.platform import Host, mentioning, parent_death_watch
 from punie.serve.server import Server, free_port
 from train_support import config_toml, multi_turn_row, single_turn_row, write_data
 
@@ -33,14 +33,8 @@ def punie(*args: str, cwd: Path | None = None, timeout: float = 300):
 
 
 def processes_mentioning(*needles: str) -> list[int]:
-    """Pids of live processes whose command line holds every needle (via `ps`)."""
-    out = subprocess.run(["ps", "-ww", "-eo", "pid=,args="], capture_output=True, text=True).stdout
-    found = []
-    for line in out.splitlines():
-        pid, _, args = line.strip().partition(" ")
-        if all(n in args for n in needles) and int(pid) != os.getpid():
-            found.append(int(pid))
-    return found
+    """Pids of live processes whose command line holds every needle (psutil or `ps`)."""
+    return [p.pid for p in mentioning(needles[0]) if all(n in p.command for n in needles)]
 
 
 def wait_until(predicate, timeout: float, what: str) -> None:

@@ -549,13 +549,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     run_dir = Path(argv[0])
     events = _redirect_output(run_dir / "train.log")
-    from punie.errors import PunieError
-
     try:
         return run(run_dir, events)
-    except PunieError as e:  # bad data found while tokenizing: one line, as in the parent
-        events.send("error", message=str(e))
-        return 2
     except SystemExit as e:
         if isinstance(e.code, str):
             events.send("error", message=e.code)
