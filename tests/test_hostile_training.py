@@ -372,7 +372,9 @@ def test_a_server_that_never_answers_reports_progress_and_times_out(tmp_path, ti
     assert server.pid is None  # stopped
 
 
-def test_serve_startup_timeout_must_be_positive(tmp_path, tiny_model):
-    result = punie("serve", str(tiny_model), "--startup-timeout", "0", cwd=tmp_path, timeout=60)
+@pytest.mark.parametrize("command", ["serve", "eval"])
+def test_startup_timeout_is_a_setting_and_must_be_positive(tmp_path, tiny_model, command):
+    args = [str(tiny_model)] if command == "serve" else ["tools-basic", "--model", str(tiny_model)]
+    result = punie(command, *args, "--startup-timeout", "0", cwd=tmp_path, timeout=60)
     assert result.returncode == 2
-    assert "startup timeout: must be a positive number of seconds" in result.stderr
+    assert "startup timeout: must be a positive number of seconds, got 0" in result.stderr

@@ -11,6 +11,8 @@ from rich.console import Console
 from rich.table import Table
 from typer.core import TyperGroup
 
+from punie.serve.server import STARTUP_TIMEOUT_S
+
 console = Console(stderr=True)
 
 
@@ -84,6 +86,9 @@ def run(
         Path | None, typer.Option(help="Response cache (default: ~/.cache/punie/responses).")
     ] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Ask the model every time.")] = False,
+    startup_timeout: Annotated[
+        float, typer.Option(help="Seconds for the managed server to load the model and answer.")
+    ] = STARTUP_TIMEOUT_S,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
 ) -> None:
     """Evaluate a model (and adapters) on suites: `<suite>.<label>.json` per run, and a report.
@@ -111,6 +116,7 @@ def run(
         cache_dir=cache_dir,
         use_cache=not no_cache,
         api_key=api_key,
+        startup_timeout=startup_timeout,
     )
     columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed} cases"))
     with Progress(*columns, TimeElapsedColumn(), console=console, disable=as_json) as progress:

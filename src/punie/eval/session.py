@@ -20,7 +20,7 @@ from punie.eval.runner import CaseResult, EvalResult, run_suite
 from punie.eval.suite import Suite
 from punie.fsio import file_in, safe_file_name
 from punie.report.html import write_report
-from punie.serve.server import Server
+from punie.serve.server import STARTUP_TIMEOUT_S, Server
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,7 @@ class EvalPlan:
     use_cache: bool = True
     api_key: str | None = None
     title: str | None = None
+    startup_timeout: float = STARTUP_TIMEOUT_S  # seconds for the managed server to answer
 
 
 @dataclass(frozen=True)
@@ -102,7 +103,12 @@ def run_eval(plan: EvalPlan, on_case: Callable[[str, CaseResult], None] | None =
         model = str(resolve_model(plan.model))
     log = run_dir / "server.log" if plan.base_url is None else None
     server_ctx = (
-        Server(model, log=log, max_tokens=plan.sampling.max_tokens)
+        Server(
+            model,
+            log=log,
+            max_tokens=plan.sampling.max_tokens,
+            startup_timeout=plan.startup_timeout,
+        )
         if plan.base_url is None
         else contextlib.nullcontext()
     )

@@ -15,7 +15,7 @@ saved and restored (`Cursor`), so a resumed run sees the same batches an uninter
 
 A row none of whose trained tokens lies within `max_seq_length` (all cut off, or none to begin
 with) would add nothing but, in a batch of such rows, make the loss 0/0 = NaN and poison the
-weights. `load_trainable` tokenizes every row up front and sets those rows aside, by line, so the
+weights. `tokenized_split` tokenizes every row up front and sets those rows aside, by line, so the
 batches mlx_lm's trainer draws never hold one.
 """
 
@@ -183,7 +183,7 @@ class Split:
         )
 
 
-def load_trainable(data: Path, name: str, tokenizer: Any, mask_prompt: bool, max_seq_length: int):
+def tokenized_split(data: Path, name: str, tokenizer: Any, mask_prompt: bool, max_seq_length: int):
     """`data/name.jsonl` tokenized, its untrainable rows set aside; None if the file is absent."""
     path = Path(data) / f"{name}.jsonl"
     if not path.is_file():

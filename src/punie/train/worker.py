@@ -229,7 +229,7 @@ class Loop:
             self.fail(iteration, f"the training loss is {info['train_loss']}")
         self.record(
             {
-                "iteration": self.start + int(info["iteration"]),
+                "iteration": iteration,
                 "train_loss": float(info["train_loss"]),
                 "learning_rate": float(info["learning_rate"]),
                 "tokens_per_second": float(info["tokens_per_second"]),
@@ -424,14 +424,14 @@ class Loop:
 
 def training_data(config, tokenizer, events: Events):
     """(train rows, validation rows or None), each without rows that train no token."""
-    from punie.train.masking import load_trainable
+    from punie.train.masking import tokenized_split
 
     data = Path(config.data)
     args = (tokenizer, config.mask_prompt, config.max_seq_length)
-    train = load_trainable(data, "train", *args)
+    train = tokenized_split(data, "train", *args)
     if train is None or not (len(train.rows) or train.untrainable):
         raise SystemExit(f"data: {data}/train.jsonl is missing or empty")
-    valid = load_trainable(data, "valid", *args)
+    valid = tokenized_split(data, "valid", *args)
     for split in filter(None, (train, valid)):
         if not split.untrainable:
             continue
