@@ -8,6 +8,11 @@ A folder output carries a marker, `.punie-output.json`, naming its kind (`datase
 and every entry Punie wrote in it. An existing folder is replaced only when it is empty or when
 its marker says it is a Punie output of the same kind and it holds nothing the marker does not
 list; anything else is refused before any work starts, so a user's file is never deleted.
+
+A one-file output a user names (`-o report.html`, `--rejects FILE`, `-o OUT.jsonl`) is written by
+`atomic_file(path, kind=...)`, with the same rule: an existing file is replaced only when it is
+empty or recognisably Punie's output of that kind (`FILE_KINDS`: a manifest beside it lists it,
+or its first bytes carry what Punie writes there); anything else is refused in one line.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -45,11 +50,93 @@ def _is_disk_error(e: BaseException) -> bool:
     return isinstance(e, OSError) and e.errno in DISK_ERRNOS
 
 
-@contextlib.contextmanager
-def atomic_file(path: Path | str, mode: str = "w") -> Iterator[IO[Any]]:
-    """Open a temp file beside `path`; rename it onto `path` only if the block succeeds."""
+# How much of an existing file is read to tell whether Punie wrote it: its head, never the whole.
+HEAD_BYTES = 4096
+
+
+def file_manifest(path: Path | str) -> Path:
+    """The manifest Punie writes beside a one-file output: `OUT.jsonl` -> `OUT.manifest.json`."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.manifest.json")
+
+
+def _head(path: Path, size: int = HEAD_BYTES) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read(size)
+    except OSError:
+        return b""
+
+
+def _listed_in_manifest(path: Path) -> bool:
+    manifest = _json_head(file_manifest(path))
+    return isinstance(manifest, dict) and path.name in (manifest.get("outputs") or {})
+
+
+def _json_head(path: Path) -> Any:
+    # a manifest is a few hundred bytes; one past this bound is not one Punie wrote
+    raw = _head(path, 1 << 20)
+    try:
+        return json.loads(raw) if len(raw) < 1 << 20 else None
+    except (ValueError, RecursionError):
+        return None
+
+
+# kind -> (what marks a file as Punie's output of that kind, in words; the test of it)
+FILE_KINDS: dict[str, tuple[str, Callable[[Path], bool]]] = {
+    "dataset": ("no manifest beside it listing it", _listed_in_manifest),
+    "manifest": (
+        "not a Punie manifest",
+        lambda p: isinstance(m := _json_head(p), dict) and {"punie", "outputs"} <= m.keys(),
+    ),
+    "report": (
+        "no Punie generator mark in its head",
+        lambda p: re.search(rb'<meta name="generator" content="punie[ "]', _head(p)) is not None,
+    ),
+    "rejects": (
+        'its first line is not a {"reason": ..., "row": ...} reject',
+        lambda p: _head(p).startswith(b'{"reason": '),
+    ),
+    "results": (
+        "not a Punie eval results file",
+        lambda p: re.match(rb'\{\s*"adapter": .*"cases": \[', _head(p), re.S) is not None,
+    ),
+}
+
+
+def check_file_replaceable(path: Path | str, kind: str) -> None:
+    """Refuse, with one line, to replace `path` unless it is missing, empty, or a Punie output
+    of `kind` (see `FILE_KINDS`)."""
     path = Path(path)
     if path.is_dir():
+        raise PunieError(f"{path}: is a folder; name a file to write")
+    if not path.exists() and not path.is_symlink():
+        return
+    why, is_ours = FILE_KINDS[kind]
+    if path.is_symlink():
+        why = "a link"
+    elif path.is_file() and (path.stat().st_size == 0 or is_ours(path)):
+        return
+    raise PunieError(
+        f"{path}: exists and is not a Punie {kind} output ({why}); "
+        "name a new file or move this one away"
+    )
+
+
+@contextlib.contextmanager
+def atomic_file(
+    path: Path | str, mode: str = "w", *, kind: str | None = None
+) -> Iterator[IO[Any]]:
+    """Open a temp file beside `path`; rename it onto `path` only if the block succeeds.
+
+    With `kind` (a path the user named), an existing `path` that is not a Punie output of this
+    kind (see `check_file_replaceable`) is refused before the block runs and again before the
+    rename; without it, `path` lies in a folder Punie owns (a run folder, a temp folder).
+    """
+    path = Path(path)
+    if kind is not None:
+        check_file_replaceable(path, kind)
+    elif path.is_dir():
         raise PunieError(f"{path}: is a folder; name a file to write")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -62,6 +149,8 @@ def atomic_file(path: Path | str, mode: str = "w") -> Iterator[IO[Any]]:
         kwargs = {} if "b" in mode else {"encoding": "utf-8", "newline": "\n"}
         with os.fdopen(fd, mode, **kwargs) as f:
             yield f
+        if kind is not None:
+            check_file_replaceable(path, kind)  # something may have appeared while the block ran
         os.replace(tmp, path)
     except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
@@ -191,8 +280,8 @@ def file_in(folder: Path | str, name: str) -> Path:
     return path
 
 
-def write_json(path: Path | str, data: Any) -> None:
-    with atomic_file(path) as f:
+def write_json(path: Path | str, data: Any, *, kind: str | None = None) -> None:
+    with atomic_file(path, kind=kind) as f:
         json.dump(data, f, indent=2, sort_keys=True, ensure_ascii=False)
         f.write("\n")
 
@@ -237,9 +326,9 @@ def read_jsonl_tolerant(path: Path | str) -> list[dict]:
     if not path.is_file():
         return []
     rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        with contextlib.suppress(json.JSONDecodeError):
-            row = json.loads(line)
+    for _, raw in jsonl.lines(path):
+        with contextlib.suppress(jsonl.BadJSON):
+            row = jsonl.loads(raw)
             if isinstance(row, dict):
                 rows.append(row)
     return rows
@@ -249,28 +338,24 @@ def read_jsonl_lenient(path: Path | str) -> Iterator[tuple[int, dict]]:
     """`(line number, row)` of a JSONL file someone else may have written or cut short (metrics
     given to a report): a line that is not a JSON object is skipped with a warning naming it."""
     try:
-        f = open(path, encoding="utf-8", errors="replace")  # noqa: SIM115 - closed below
+        with open(path, "rb"):
+            pass
     except OSError as e:
         warn(f"{path}: cannot read ({e.strerror}); left out")
         return
-    with f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except (ValueError, RecursionError) as e:
-                why = (
-                    "cut short (its writer stopped mid-line)"
-                    if not line.endswith("\n")
-                    else f"not valid JSON ({getattr(e, 'msg', e)})"
-                )
-                warn(f"{path}:{n}: skipped: {why}")
-                continue
-            if not isinstance(row, dict):
-                warn(f"{path}:{n}: skipped: not a JSON object")
-                continue
-            yield n, row
+    for n, raw in jsonl.lines(path):
+        if not raw.strip():
+            continue
+        try:
+            row = jsonl.loads(raw)
+        except jsonl.BadJSON as e:
+            why = "cut short (its writer stopped mid-line)" if not raw.endswith(b"\n") else e.reason
+            warn(f"{path}:{n}: skipped: {why}")
+            continue
+        if not isinstance(row, dict):
+            warn(f"{path}:{n}: skipped: not a JSON object")
+            continue
+        yield n, row
 
 
 def file_sha256(path: Path | str) -> str:

@@ -144,13 +144,20 @@ def validate(
 def stats(
     path: Annotated[Path, typer.Argument(help="Dataset folder or .jsonl file.")],
     model: Model = None,
+    max_seq_length: Annotated[
+        int,
+        typer.Option(
+            help="With --model: a row over this many tokens by its characters alone (32 a "
+            "token) is counted as too long, not tokenized."
+        ),
+    ] = 2048,
     as_json: Json = False,
 ) -> None:
     """Rows per split and kind, turns per row, tools called and how often, duplicates, and with
     `--model` the token-length distribution as training will count it (with a histogram)."""
     from punie.data.stats import dataset_stats
 
-    s = dataset_stats(path, model=model)
+    s = dataset_stats(path, model=model, max_seq_length=max_seq_length)
     if as_json:
         _print_json(s.to_dict())
         return
@@ -172,6 +179,11 @@ def stats(
             "tokens per row: " + ", ".join(f"{k} {v}" for k, v in d["tokens"].items())
         )
         _histogram(s.tokens.histogram())
+    if s.too_long:
+        out_console.print(
+            f"rows surely over {max_seq_length} tokens by their characters (not tokenized): "
+            f"{s.too_long}"
+        )
     out_console.print(f"exact duplicates: {s.duplicates}")
 
 

@@ -22,7 +22,14 @@ from typing import IO, Any
 from punie import __version__, jsonl
 from punie.data.formats import DataFile, Problem
 from punie.errors import PunieError
-from punie.fsio import atomic_dir, atomic_file, file_sha256, write_json
+from punie.fsio import (
+    atomic_dir,
+    atomic_file,
+    check_file_replaceable,
+    file_manifest,
+    file_sha256,
+    write_json,
+)
 
 
 class Sink:
@@ -74,7 +81,7 @@ class Output:
 
 def manifest_path(out: Path | str, folder: bool) -> Path:
     out = Path(out)
-    return out / "manifest.json" if folder else out.with_name(f"{out.stem}.manifest.json")
+    return out / "manifest.json" if folder else file_manifest(out)
 
 
 @contextlib.contextmanager
@@ -95,17 +102,13 @@ def open_output(
     with contextlib.ExitStack() as stack:
         reject_sink = None
         if rejects is not None:
-            rf = stack.enter_context(atomic_file(rejects, "wb"))
+            rf = stack.enter_context(atomic_file(rejects, "wb", kind="rejects"))
             reject_sink = Sink(rf, str(rejects))
         if splits is None:
             if out.is_dir():
                 raise PunieError(f"{out}: is a folder; this command writes one .jsonl file here")
-            if out.exists() and not _written_by_punie(out):
-                raise PunieError(
-                    f"{out}: exists and is not a Punie output (no {manifest_path(out, False).name}"
-                    " listing it); name a new file"
-                )
-            f = stack.enter_context(atomic_file(out, "wb"))
+            check_file_replaceable(manifest_path(out, folder=False), "manifest")
+            f = stack.enter_context(atomic_file(out, "wb", kind="dataset"))
             result = Output(out, {"": Sink(f, out.name)}, reject_sink)
             yield result
             f.flush()
@@ -123,16 +126,8 @@ def open_output(
                     (tmp / f"{s}.jsonl").unlink()
             write_json(tmp / "manifest.json", _manifest(result, inputs, seed, command))
     if splits is None:
-        write_json(manifest_path(out, folder=False), _manifest(result, inputs, seed, command))
-
-
-def _written_by_punie(out: Path) -> bool:
-    """Whether the manifest beside a one-file output lists it, so replacing it loses nothing."""
-    try:
-        manifest = json.loads(manifest_path(out, folder=False).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return isinstance(manifest, dict) and out.name in (manifest.get("outputs") or {})
+        manifest = _manifest(result, inputs, seed, command)
+        write_json(manifest_path(out, folder=False), manifest, kind="manifest")
 
 
 def _manifest(

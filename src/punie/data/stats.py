@@ -11,6 +11,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from punie.data.checks import at_least
 from punie.data.dedupe import exact_hash
 from punie.data.formats import dataset_files, records, tool_calls
 from punie.data.seen import FirstSeen
@@ -56,6 +57,7 @@ class DatasetStats:
     rows_with_calls: int
     tokens: Distribution | None
     duplicates: int
+    too_long: int = 0  # rows over max_seq_length by their characters alone, so not tokenized
 
     def to_dict(self) -> dict:
         def dist(d: Distribution | None) -> dict | None:
@@ -70,11 +72,20 @@ class DatasetStats:
             "tools": self.tools,
             "rows_with_calls": self.rows_with_calls,
             "tokens": dist(self.tokens),
+            "too_long": self.too_long,
             "duplicates": self.duplicates,
         }
 
 
-def dataset_stats(path: Path | str, model: str | None = None) -> DatasetStats:
+def dataset_stats(
+    path: Path | str, model: str | None = None, max_seq_length: int = 2048
+) -> DatasetStats:
+    """With `model`, rows are tokenized as training will; a row surely longer than
+    `max_seq_length` by its characters (`render.surely_too_long`) is counted in `too_long`
+    instead, as validate and filter do, so one huge row cannot cost gigabytes."""
+    from punie.data.render import surely_too_long
+
+    at_least("--max-seq-length", max_seq_length, 1)
     template = None
     if model:
         from punie.data.render import ChatTemplate
@@ -82,7 +93,7 @@ def dataset_stats(path: Path | str, model: str | None = None) -> DatasetStats:
         template = ChatTemplate(model)
     rows: dict[str, Counter] = {}
     turns, tokens, tools = Counter(), Counter(), Counter()
-    dupes = with_calls = 0
+    dupes = with_calls = too_long = 0
     with FirstSeen() as seen:
         for rec in records(dataset_files(path)):
             rows.setdefault(rec.split or Path(rec.path).name, Counter())[rec.kind] += 1
@@ -91,7 +102,9 @@ def dataset_stats(path: Path | str, model: str | None = None) -> DatasetStats:
             names = [fn.get("name") for _, fn in tool_calls(rec.row)]
             tools.update(names)
             with_calls += bool(names)
-            if template is not None:
+            if template is not None and surely_too_long(rec.row, max_seq_length):
+                too_long += 1
+            elif template is not None:
                 tokens[template.length(rec.row)] += 1
             dupes += seen.first(exact_hash(rec.row), 0) is not None
     return DatasetStats(
@@ -101,4 +114,5 @@ def dataset_stats(path: Path | str, model: str | None = None) -> DatasetStats:
         rows_with_calls=with_calls,
         tokens=Distribution(dict(tokens)) if template is not None else None,
         duplicates=dupes,
+        too_long=too_long,
     )

@@ -144,6 +144,7 @@ def run(
                             "total": len(r.cases),
                             "requests": r.requests,
                             "pass_at_k": r.pass_at_k,
+                            "sandbox": r.sandbox,
                             "file": str(f),
                         }
                         for r, f in zip(outcome.results, outcome.files, strict=True)
@@ -180,6 +181,7 @@ def score(
     as_json: Annotated[bool, typer.Option("--json", help="Print cases and score as JSON.")] = False,
 ) -> None:
     """Score recorded responses against a suite, with no model at all."""
+    from punie.eval.sandbox import protections
     from punie.eval.scoring import score_file
     from punie.eval.suite import Suite
 
@@ -190,7 +192,9 @@ def score(
         rows = [
             {"id": c.id, "passed": c.passed, "label": c.label, "reason": c.reason} for c in cases
         ]
-        print(json.dumps({"suite": s.name, "cases": rows, "score": total}))
+        # as in a results file: what the code sandbox did here, so a score says what it trusted
+        sandbox = protections() if s.kind == "code" else []
+        print(json.dumps({"suite": s.name, "cases": rows, "score": total, "sandbox": sandbox}))
         return
     table = Table("case", "category", "result", "reason")
     for c in cases:

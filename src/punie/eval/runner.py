@@ -98,7 +98,7 @@ class EvalResult:
         }
 
     def write(self, path: Path) -> Path:
-        write_json(path, self.to_dict())
+        write_json(path, self.to_dict(), kind="results")
         return Path(path)
 
     @classmethod

@@ -18,7 +18,7 @@ from punie.eval.cache import ResponseCache, default_cache_dir
 from punie.eval.client import Sampling, Target
 from punie.eval.runner import CaseResult, EvalResult, run_suite
 from punie.eval.suite import Suite
-from punie.fsio import file_in, safe_file_name
+from punie.fsio import check_file_replaceable, file_in, safe_file_name
 from punie.report.html import write_report
 from punie.serve.server import STARTUP_TIMEOUT_S, Server
 
@@ -86,6 +86,17 @@ def _check_adapter(adapter: str) -> None:
         raise PunieError(f"{adapter}: not an adapter folder (no adapters.safetensors)")
 
 
+def _check_outputs(plan: EvalPlan, suites: list[Suite], run_dir: Path) -> None:
+    """Refuse before any model is asked to replace a results file or report Punie did not write."""
+    taken: set[str] = set()
+    for adapter in plan.adapters:
+        label = variant_label(adapter, taken)
+        taken.add(label)
+        for suite in suites:
+            check_file_replaceable(results_path(run_dir, suite.name, label), "results")
+    check_file_replaceable(plan.report or run_dir / "report.html", "report")
+
+
 def run_eval(plan: EvalPlan, on_case: Callable[[str, CaseResult], None] | None = None) -> EvalRun:
     """Evaluate every (suite, variant) pair of `plan`; `on_case(label, result)` reports progress."""
     suites = [Suite.load(s) for s in plan.suites]
@@ -94,6 +105,7 @@ def run_eval(plan: EvalPlan, on_case: Callable[[str, CaseResult], None] | None =
         if adapter is not None and plan.base_url is None:
             _check_adapter(adapter)
     run_dir = plan.run_dir or default_run_dir()
+    _check_outputs(plan, suites, run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     cache = ResponseCache((plan.cache_dir or default_cache_dir()) if plan.use_cache else None)
     model = plan.model

@@ -222,6 +222,6 @@ def write_report(
     metrics: Path | str | None = None,
     notes: str = "",
 ) -> Path:
-    with atomic_file(path) as f:
+    with atomic_file(path, kind="report") as f:
         f.write(render(runs, title=title, metrics=metrics, notes=notes))
     return Path(path)
