@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 from typer.core import TyperGroup
 
+from punie.eval.client import REQUEST_TIMEOUT_S
 from punie.serve.server import STARTUP_TIMEOUT_S
 
 console = Console(stderr=True)
@@ -89,6 +90,13 @@ def run(
     startup_timeout: Annotated[
         float, typer.Option(help="Seconds for the managed server to load the model and answer.")
     ] = STARTUP_TIMEOUT_S,
+    request_timeout: Annotated[
+        float,
+        typer.Option(
+            help="Seconds one request may take to be answered in full; a server that never "
+            "answers fails the run after this."
+        ),
+    ] = REQUEST_TIMEOUT_S,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
 ) -> None:
     """Evaluate a model (and adapters) on suites: `<suite>.<label>.json` per run, and a report.
@@ -117,6 +125,7 @@ def run(
         use_cache=not no_cache,
         api_key=api_key,
         startup_timeout=startup_timeout,
+        request_timeout=request_timeout,
     )
     columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed} cases"))
     with Progress(*columns, TimeElapsedColumn(), console=console, disable=as_json) as progress:

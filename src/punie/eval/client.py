@@ -71,9 +71,19 @@ def request_body(target: Target, messages: list[dict], tools, sampling: Sampling
     return body
 
 
+# Seconds one request may take, from sending it to the last byte of its answer: a server that
+# accepts the connection and never answers fails the run here instead of hanging it.
+REQUEST_TIMEOUT_S = 300.0
+
+
 class ChatClient:
-    def __init__(self, target: Target, *, concurrency: int = 4, timeout: float = 300.0):
+    def __init__(
+        self, target: Target, *, concurrency: int = 4, timeout: float = REQUEST_TIMEOUT_S
+    ):
+        if not 0 < timeout < float("inf"):
+            raise PunieError(f"request timeout: must be a positive number of seconds, got {timeout}")
         self.target = target
+        self.timeout = timeout
         self._limit = asyncio.Semaphore(concurrency)
         headers = {"Authorization": f"Bearer {target.api_key}"} if target.api_key else {}
         self._http = httpx.AsyncClient(
@@ -85,7 +95,14 @@ class ChatClient:
         async with self._limit:
             start = time.perf_counter()
             try:
-                r = await self._http.post("/v1/chat/completions", json=body)
+                # httpx bounds each read; this bounds the whole answer (a trickle resets reads)
+                async with asyncio.timeout(self.timeout):
+                    r = await self._http.post("/v1/chat/completions", json=body)
+            except (TimeoutError, httpx.TimeoutException) as e:
+                raise RequestFailed(
+                    f"{self.target.base_url}: no answer within {self.timeout:g}s "
+                    "(the request timeout)"
+                ) from e
             except httpx.HTTPError as e:
                 why = type(e).__name__ + (f": {e}" if str(e) else "")
                 raise RequestFailed(f"{self.target.base_url}: request failed ({why})") from e

@@ -20,7 +20,7 @@ from typing import Any
 
 from punie.errors import PunieError, warn
 from punie.eval.cache import ResponseCache, cache_key
-from punie.eval.client import ChatClient, Reply, Sampling, Target
+from punie.eval.client import REQUEST_TIMEOUT_S, ChatClient, Reply, Sampling, Target
 from punie.eval.identity import Identity, identify
 from punie.eval.sandbox import protections
 from punie.eval.scoring import ScoredCase, mean_pass_at_k, score_case
@@ -202,8 +202,9 @@ async def _run(
     cache: ResponseCache,
     identity: Identity,
     on_case,
+    request_timeout: float,
 ) -> tuple[list[CaseResult], list[BaseException]]:
-    async with ChatClient(target, concurrency=concurrency) as client:
+    async with ChatClient(target, concurrency=concurrency, timeout=request_timeout) as client:
 
         async def sample(messages: list[dict], s: int) -> tuple[Reply, bool]:
             key = cache_key(identity, messages, suite.tools, sampling.as_dict(), s)
@@ -247,17 +248,21 @@ def run_suite(
     cache: ResponseCache | None = None,
     metrics: Path | None = None,
     server_status: Callable[[], str | None] | None = None,
+    request_timeout: float = REQUEST_TIMEOUT_S,
 ) -> EvalResult:
     """Ask `target` every case of `suite` (at most `concurrency` at once) and score the answers.
 
     `server_status` (e.g. `Server.status`) explains a failure: "mlx_lm.server exited with -9".
+    A request with no full answer within `request_timeout` seconds fails the run.
     """
     cache = cache if cache is not None else ResponseCache(None)
     sampling = sampling or Sampling()
     identity = identify(target.model, target.adapter)
     started = datetime.now(UTC).isoformat(timespec="seconds")
     t0 = time.perf_counter()
-    done, failed = asyncio.run(_run(suite, target, sampling, concurrency, cache, identity, on_case))
+    done, failed = asyncio.run(
+        _run(suite, target, sampling, concurrency, cache, identity, on_case, request_timeout)
+    )
     if failed:
         first = failed[0]
         if not isinstance(first, PunieError):

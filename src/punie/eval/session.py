@@ -15,7 +15,7 @@ from pathlib import Path
 
 from punie.errors import PunieError
 from punie.eval.cache import ResponseCache, default_cache_dir
-from punie.eval.client import Sampling, Target
+from punie.eval.client import REQUEST_TIMEOUT_S, Sampling, Target
 from punie.eval.runner import CaseResult, EvalResult, run_suite
 from punie.eval.suite import Suite
 from punie.fsio import check_file_replaceable, file_in, safe_file_name
@@ -38,6 +38,7 @@ class EvalPlan:
     api_key: str | None = None
     title: str | None = None
     startup_timeout: float = STARTUP_TIMEOUT_S  # seconds for the managed server to answer
+    request_timeout: float = REQUEST_TIMEOUT_S  # seconds for one answer, sent to last byte
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,10 @@ def run_eval(plan: EvalPlan, on_case: Callable[[str, CaseResult], None] | None =
     """Evaluate every (suite, variant) pair of `plan`; `on_case(label, result)` reports progress."""
     suites = [Suite.load(s) for s in plan.suites]
     _check_suite_names(suites)
+    if not 0 < plan.request_timeout < float("inf"):
+        raise PunieError(
+            f"--request-timeout: must be a positive number of seconds, got {plan.request_timeout}"
+        )
     for adapter in plan.adapters:
         if adapter is not None and plan.base_url is None:
             _check_adapter(adapter)
@@ -146,6 +151,7 @@ def run_eval(plan: EvalPlan, on_case: Callable[[str, CaseResult], None] | None =
                     metrics=metrics if metrics and metrics.is_file() else None,
                     on_case=(lambda r, label=label: on_case(label, r)) if on_case else None,
                     server_status=server.status if server else None,
+                    request_timeout=plan.request_timeout,
                 )
                 results.append(result)
                 files.append(result.write(results_path(run_dir, suite.name, label)))

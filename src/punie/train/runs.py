@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from punie import jsonl
+from punie.data.jsonfile import array_error
 from punie.errors import PunieError
 from punie.fsio import file_sha256, read_jsonl_tolerant, write_json
 
@@ -36,8 +38,7 @@ def data_manifest(data: Path | str) -> dict[str, dict[str, Any]]:
     for split in ("train", "valid", "test"):
         path = Path(data) / f"{split}.jsonl"
         if path.is_file():
-            with open(path, "rb") as f:
-                rows = sum(1 for line in f if line.strip())
+            rows = _count_rows(path)
             manifest[split] = {
                 "path": str(path),
                 "sha256": file_sha256(path),
@@ -45,6 +46,19 @@ def data_manifest(data: Path | str) -> dict[str, dict[str, Any]]:
                 "rows": rows,
             }
     return manifest
+
+
+def _count_rows(path: Path) -> int:
+    """Non-blank lines of a JSONL split; a JSON array saved as .jsonl is refused here, before a
+    run folder exists, since the trainer would take each of its lines for a row."""
+    rows = 0
+    for _, line in jsonl.lines(path):
+        if not line.strip():
+            continue
+        if rows == 0 and line.lstrip().startswith(b"["):
+            raise array_error(path, "training reads one JSON object a line")
+        rows += 1
+    return rows
 
 
 def git_commit(cwd: Path | None = None) -> str | None:
@@ -195,7 +209,10 @@ class RunLock:
 def lock_run(run_dir: Path | str) -> RunLock:
     """Take the run folder's lock (creating the folder), or say in one line who holds it."""
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise PunieError(f"{run_dir}: a part of this path is a file, not a folder") from None
     fd = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
