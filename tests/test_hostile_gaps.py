@@ -148,7 +148,7 @@ def test_the_tolerant_reader_drops_a_bom_and_skips_unreadable_lines(tmp_path):
     log.write_text(
         '\ufeff{"iteration": 1}\n'
         + deep_line()
-        + '{"n": ' + "9" * 5000 + "}\n"  # fmt: skip
+        + f'{{"n": {"9" * 5000}}}\n'  # an integer past Python's digit limit
         + '{"iteration": 2}\n'
         + '{"iteration": 3',  # cut short by a killed writer
         encoding="utf-8",

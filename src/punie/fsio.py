@@ -124,9 +124,7 @@ def check_file_replaceable(path: Path | str, kind: str) -> None:
 
 
 @contextlib.contextmanager
-def atomic_file(
-    path: Path | str, mode: str = "w", *, kind: str | None = None
-) -> Iterator[IO[Any]]:
+def atomic_file(path: Path | str, mode: str = "w", *, kind: str | None = None) -> Iterator[IO[Any]]:
     """Open a temp file beside `path`; rename it onto `path` only if the block succeeds.
 
     With `kind` (a path the user named), an existing `path` that is not a Punie output of this

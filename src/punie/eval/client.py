@@ -77,11 +77,9 @@ REQUEST_TIMEOUT_S = 300.0
 
 
 class ChatClient:
-    def __init__(
-        self, target: Target, *, concurrency: int = 4, timeout: float = REQUEST_TIMEOUT_S
-    ):
+    def __init__(self, target: Target, *, concurrency: int = 4, timeout: float = REQUEST_TIMEOUT_S):
         if not 0 < timeout < float("inf"):
-            raise PunieError(f"request timeout: must be a positive number of seconds, got {timeout}")
+            raise PunieError(f"request timeout: {timeout} is not a positive number of seconds")
         self.target = target
         self.timeout = timeout
         self._limit = asyncio.Semaphore(concurrency)
