@@ -292,3 +292,14 @@ def test_a_file_named_where_a_folder_is_wanted_is_one_line(tmp_path):
     line = one_line_error(punie("train", str(config), "--runs-dir", str(target), "--name", "x"))
     assert str(target) in line
     assert target.read_text() == "mine"
+
+
+@pytest.mark.parametrize("mine", ["suite.yaml", "report.html", "results/base.json", "data/x.txt"])
+def test_demo_refuses_a_users_file_in_its_folder_before_any_work(tmp_path, mine):
+    work = tmp_path / "demo"
+    (work / mine).parent.mkdir(parents=True)
+    (work / mine).write_text("mine")
+    line = one_line_error(punie("demo", "--workdir", str(work), timeout=60))
+    assert str(work / Path(mine).parts[0]) in line
+    assert (work / mine).read_text() == "mine"
+    assert not (work / "model").exists()  # refused before the tiny model was built

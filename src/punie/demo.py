@@ -17,7 +17,14 @@ from punie.data.sample import eval_suite, splits
 from punie.eval.client import Sampling, Target
 from punie.eval.runner import EvalResult, run_suite
 from punie.eval.suite import Suite
-from punie.fsio import atomic_file, write_jsonl
+from punie.fsio import (
+    SUITE_HEADER,
+    atomic_dir,
+    atomic_file,
+    check_file_replaceable,
+    check_replaceable,
+    write_jsonl,
+)
 from punie.model.tiny import build_tiny_model
 from punie.report.html import write_report
 from punie.serve.server import Server
@@ -81,10 +88,21 @@ def demo_train_config(cfg: DemoConfig, model: Path, data: Path) -> TrainConfig:
     )
 
 
+def _check_outputs(work: Path) -> None:
+    """Refuse before any work to replace what Punie did not write in the demo's folder."""
+    check_replaceable(work / "model", "model")
+    check_replaceable(work / "data", "dataset")
+    check_file_replaceable(work / "suite.yaml", "suite")
+    for label in ("base", "adapted"):
+        check_file_replaceable(work / "results" / f"{label}.json", "results")
+    check_file_replaceable(work / "report.html", "report")
+
+
 def run_demo(cfg: DemoConfig, progress: Progress | None = None) -> DemoResult:
     progress = progress or Progress()
     start = time.monotonic()
     work = cfg.workdir
+    _check_outputs(work)
     work.mkdir(parents=True, exist_ok=True)
 
     progress.step("Building the tiny model")
@@ -93,11 +111,13 @@ def run_demo(cfg: DemoConfig, progress: Progress | None = None) -> DemoResult:
     progress.step("Writing the sample dataset and eval suite")
     data = work / "data"
     rows = splits(cfg.n_train, cfg.n_valid, cfg.n_valid, seed=cfg.seed)
-    for name, split_rows in rows.items():
-        write_jsonl(data / f"{name}.jsonl", split_rows)
+    with atomic_dir(data, kind="dataset") as tmp:
+        for name, split_rows in rows.items():
+            write_jsonl(tmp / f"{name}.jsonl", split_rows)
     seen = frozenset(r["messages"][1]["content"] for r in rows["train"])
     suite_path = work / "suite.yaml"
-    with atomic_file(suite_path) as f:
+    with atomic_file(suite_path, kind="suite") as f:
+        f.write(SUITE_HEADER)
         yaml.safe_dump(eval_suite(cfg.n_eval, cfg.seed, exclude=seen), f, sort_keys=False)
     suite = Suite.load(suite_path)
     sampling = Sampling(temperature=0.0, max_tokens=64)

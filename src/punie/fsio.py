@@ -82,6 +82,9 @@ def _json_head(path: Path) -> Any:
         return None
 
 
+# The first line of an eval suite Punie writes (the demo's), so a rerun knows it for its own.
+SUITE_HEADER = "# Written by punie: an eval suite (see docs/eval-suites.md).\n"
+
 # kind -> (what marks a file as Punie's output of that kind, in words; the test of it)
 FILE_KINDS: dict[str, tuple[str, Callable[[Path], bool]]] = {
     "dataset": ("no manifest beside it listing it", _listed_in_manifest),
@@ -96,6 +99,10 @@ FILE_KINDS: dict[str, tuple[str, Callable[[Path], bool]]] = {
     "rejects": (
         'its first line is not a {"reason": ..., "row": ...} reject',
         lambda p: _head(p).startswith(b'{"reason": '),
+    ),
+    "suite": (
+        "not an eval suite Punie wrote",
+        lambda p: _head(p).startswith(SUITE_HEADER.encode()),
     ),
     "results": (
         "not a Punie eval results file",
