@@ -213,14 +213,15 @@ def test_unknown_lora_target_module_is_refused_before_anything_starts(tmp_path, 
 def test_the_worker_checks_target_modules_against_the_loaded_model(tiny_model):
     from mlx_lm.utils import load
 
-    from punie.train.worker import check_target_modules, lora_targets
+    from punie.train.events import TrainingFailed
+    from punie.train.setup import check_target_modules, lora_targets
 
     model, _ = load(str(tiny_model))
     in_layers, whole = lora_targets(model)
     assert {"self_attn.q_proj", "mlp.down_proj"} <= in_layers
     check_target_modules(["self_attn.q_proj", "model.embed_tokens"], in_layers, whole, "tiny")
     for bad in ("self_attn.qproj", "input_layernorm"):  # absent; present but not a matrix
-        with pytest.raises(SystemExit, match=f"target_modules: '{bad}' is not a module LoRA"):
+        with pytest.raises(TrainingFailed, match=f"target_modules: '{bad}' is not a module LoRA"):
             check_target_modules([bad], in_layers, whole, "tiny")
 
 

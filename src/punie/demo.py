@@ -28,8 +28,10 @@ from punie.fsio import (
 from punie.model.tiny import build_tiny_model
 from punie.report.html import write_report
 from punie.serve.server import Server
+from punie.train.callbacks import TrainingCallback
 from punie.train.config import TrainConfig
 from punie.train.launch import start as start_training
+from punie.train.rundir import RunDir
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,14 @@ def _check_outputs(work: Path) -> None:
     check_file_replaceable(work / "report.html", "report")
 
 
+class _TrainingProgress(TrainingCallback):
+    def __init__(self, progress: Progress, iters: int):
+        self.progress, self.iters = progress, iters
+
+    def on_step(self, iteration: int) -> None:
+        self.progress.advance(iteration, self.iters)
+
+
 def run_demo(cfg: DemoConfig, progress: Progress | None = None) -> DemoResult:
     progress = progress or Progress()
     start = time.monotonic()
@@ -146,7 +156,7 @@ def run_demo(cfg: DemoConfig, progress: Progress | None = None) -> DemoResult:
         progress.step(f"Training a LoRA adapter ({cfg.iters} iterations)")
         outcome = start_training(
             train_cfg,
-            on_metrics=lambda m: progress.advance(m["iteration"], cfg.iters),
+            events=_TrainingProgress(progress, cfg.iters),
             overwrite=True,
         )
 
@@ -157,7 +167,7 @@ def run_demo(cfg: DemoConfig, progress: Progress | None = None) -> DemoResult:
         work / "report.html",
         [base, adapted],
         title="Punie demo: tiny model, base vs LoRA-adapted",
-        metrics=outcome.adapter_path / "metrics.jsonl",
+        metrics=RunDir(outcome.run_dir).metrics,
     )
     result = DemoResult(base, adapted, report, time.monotonic() - start)
     progress.done(

@@ -16,12 +16,15 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from punie.backends.base import Capabilities, MetricsCallback
+from punie.backends.base import Capabilities
 from punie.errors import PunieError
+from punie.train.callbacks import TrainingEvents
+from punie.train.config import TrainConfig
+from punie.train.rundir import RunDir
 from punie_peft import mapping
+from punie_peft.options import PeftOptions, peft_options
 
 LIBRARIES = ("torch", "transformers", "peft", "trl", "accelerate")
-LAUNCHERS = ("local", "accelerate")
 
 
 def missing_libraries() -> list[str]:
@@ -36,28 +39,30 @@ def library_versions() -> dict[str, str]:
     return found
 
 
-def launch_plan(config: Any):
+def launch_plan(config: TrainConfig):
     """The accelerate Launch for `config`, or None to train in this process."""
     from punie_peft.launcher import Launch
 
-    launcher = mapping.option(config, "launcher", "local")
-    if launcher not in LAUNCHERS:
-        raise PunieError(f"launcher: {launcher!r} is not one of {', '.join(LAUNCHERS)}")
-    if launcher == "local":
+    options = peft_options(config)
+    if options.launcher == "local":
         return None
     return Launch(
-        num_processes=int(mapping.option(config, "num_processes", 1)),
-        cpu=bool(mapping.option(config, "cpu", False)),
-        config_file=mapping.option(config, "accelerate_config"),
-        num_machines=int(mapping.option(config, "num_machines", 1)),
-        machine_rank=int(mapping.option(config, "machine_rank", 0)),
-        main_process_ip=mapping.option(config, "main_process_ip"),
-        main_process_port=int(mapping.option(config, "main_process_port", 29500)),
+        num_processes=options.num_processes,
+        cpu=bool(options.cpu),
+        config_file=options.accelerate_config,
+        num_machines=options.num_machines,
+        machine_rank=options.machine_rank,
+        main_process_ip=options.main_process_ip,
+        main_process_port=options.main_process_port,
     )
 
 
 class PeftBackend:
     name = "peft"
+    options_type = PeftOptions
+
+    def options(self, config: TrainConfig) -> PeftOptions:
+        return peft_options(config)
 
     def capabilities(self) -> Capabilities:
         return Capabilities(
@@ -74,7 +79,8 @@ class PeftBackend:
     def missing_libraries(self) -> list[str]:
         return missing_libraries()
 
-    def check(self, config: Any) -> None:
+    def check(self, config: TrainConfig) -> None:
+        self.options(config)  # unknown extra.* keys first: they need no library
         missing = missing_libraries()
         if missing:
             raise PunieError(
@@ -85,7 +91,7 @@ class PeftBackend:
         bits = mapping.quantize_bits(config)
         if bits and config.fine_tune_type == "full":
             raise PunieError("quantize: 4-bit QLoRA trains an adapter; use lora or dora")
-        if mapping.option(config, "from_adapter"):
+        if config.from_adapter:
             raise PunieError("from_adapter: not supported by backend peft yet (train afresh)")
         plan = launch_plan(config)
         if plan is not None:
@@ -93,15 +99,15 @@ class PeftBackend:
 
             accelerate_command(plan, Path("."))  # refuses a bad plan before anything starts
 
-    def train(self, config: Any, run_dir: Path, on_metrics: MetricsCallback | None = None) -> Path:
+    def train(self, config: TrainConfig, run: RunDir, events: TrainingEvents) -> Path:
         plan = launch_plan(config)
         if plan is None:
             from punie_peft.trainer import train_here
 
-            return train_here(config, Path(run_dir), on_metrics)
+            return train_here(config, run, events)
         from punie_peft.launcher import run_accelerate
 
-        return run_accelerate(config, Path(run_dir), plan, on_metrics)
+        return run_accelerate(config, run, plan, events)
 
     def fuse(self, run_dir: Path, out: Path, **options: Any) -> Path:
         from punie_peft.merge import fuse_run

@@ -24,10 +24,12 @@ from typing import Any
 
 from punie.errors import PunieError
 from punie.fsio import atomic_dir, write_json
+from punie.train.rundir import ADAPTER_CONFIG, ADAPTER_WEIGHTS
 from punie_peft.mapping import lora_alpha, lora_scale
 
-MLX_WEIGHTS, PEFT_WEIGHTS = "adapters.safetensors", "adapter_model.safetensors"
-CONFIG = "adapter_config.json"
+# mlx_lm's and PEFT's adapter folders share the config file's name, not the weights'.
+MLX_WEIGHTS, PEFT_WEIGHTS = ADAPTER_WEIGHTS, "adapter_model.safetensors"
+CONFIG = ADAPTER_CONFIG
 PEFT_PREFIX = "base_model.model."
 _MLX_KEY = re.compile(r"^(?P<module>.*\.layers\.(?P<layer>\d+)\.(?P<path>.+))\.lora_(?P<ab>[ab])$")
 _PEFT_KEY = re.compile(

@@ -22,11 +22,11 @@ from typing import Any
 from punie.errors import PunieError
 from punie.fsio import write_json
 from punie.proc import child_env, child_process
-from punie.train.runs import CONFIG_FILE, METRICS_FILE
+from punie.train.callbacks import TrainingCallback, TrainingEvents
+from punie.train.records import MetricsRecord
+from punie.train.rundir import RunDir
 
 WORKER = "punie_peft.worker"
-BACKEND_RECORD = "backend.json"  # written by the main worker (punie_peft.trainer)
-LAUNCH_LOG = "launch.log"
 
 
 @dataclass(frozen=True)
@@ -73,37 +73,50 @@ def launch_env(plan: Launch) -> dict[str, str]:
     return child_env(extra)
 
 
-def _new_records(path: Path, seen: int) -> tuple[list[dict], int]:
+def _new_records(path: Path, seen: int) -> tuple[list[MetricsRecord], int]:
     if not path.exists():
         return [], seen
     lines = path.read_text(encoding="utf-8").splitlines()
     complete = [json.loads(line) for line in lines[seen:] if line.endswith("}")]
-    return complete, seen + len(complete)
+    return [MetricsRecord.from_dict(r) for r in complete], seen + len(complete)
 
 
-def run_accelerate(config: Any, run_dir: Path, plan: Launch, on_metrics=None) -> Path:
-    """Run the training under accelerate; return the adapter path from the run record."""
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_json(run_dir / CONFIG_FILE, config.to_dict())  # what the workers read
-    (run_dir / METRICS_FILE).unlink(missing_ok=True)
-    (run_dir / BACKEND_RECORD).unlink(missing_ok=True)
-    log = run_dir / LAUNCH_LOG
+def run_accelerate(
+    config: Any, run: RunDir, plan: Launch, events: TrainingEvents | None = None
+) -> Path:
+    """Run the training under accelerate; return the adapter path from the backend record.
+    The workers write metrics.jsonl; its new records are read back here for `events`."""
+    events = events or TrainingCallback()
+    run.path.mkdir(parents=True, exist_ok=True)
+    write_json(run.config, config.to_dict())  # what the workers read
+    run.metrics.unlink(missing_ok=True)
+    run.backend_record.unlink(missing_ok=True)
+    log = run.launch_log
     log.unlink(missing_ok=True)
-    cmd = accelerate_command(plan, run_dir)
+    cmd = accelerate_command(plan, run.path)
     seen = 0
+
+    def tell(records: list[MetricsRecord]) -> None:
+        for r in records:
+            events.on_step(r.iteration)
+            if r.is_train:
+                events.on_train_report(r)
+            if r.is_validation:
+                events.on_validation_report(r)
+
+    events.on_stage_start(config.method, 0, config.iters)
     with child_process(cmd, log=log, env=launch_env(plan), grace=10.0) as proc:
         while proc.poll() is None:
             time.sleep(0.5)
-            records, seen = _new_records(run_dir / METRICS_FILE, seen)
-            for r in records if on_metrics else ():
-                on_metrics(r)
+            records, seen = _new_records(run.metrics, seen)
+            tell(records)
         code = proc.wait()
-    records, seen = _new_records(run_dir / METRICS_FILE, seen)
-    for r in records if on_metrics else ():
-        on_metrics(r)
-    if code != 0 or not (run_dir / BACKEND_RECORD).exists():
+    records, seen = _new_records(run.metrics, seen)
+    tell(records)
+    if code != 0 or not run.backend_record.exists():
+        events.on_stage_end(config.method, 0, "failed")
         tail = " | ".join(log.read_text(errors="replace").strip().splitlines()[-3:])
         raise PunieError(f"accelerate launch exited with code {code}: {tail} (log: {log})")
-    record = json.loads((run_dir / BACKEND_RECORD).read_text(encoding="utf-8"))
+    record = json.loads(run.backend_record.read_text(encoding="utf-8"))
+    events.on_stage_end(config.method, int(record.get("iterations", 0)), "completed")
     return Path(record["adapter"])

@@ -7,8 +7,8 @@ update by `scale` directly; PEFT multiplies it by `lora_alpha / r`. Setting
 `lora_alpha = scale * rank` makes both apply exactly the same update to the same weights, which is
 what lets an adapter move between the two (see `punie_peft.convert`).
 
-Fields that the shared config may or may not have yet (schedules, methods, DPO's beta) are read
-with `option`, which also looks in `config.extra`, so an older config keeps working.
+Settings that only this backend has (the launcher, the device, QLoRA, DPO's beta) are its typed
+options (`punie_peft.options.PeftOptions`, from the config's `extra` table).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from punie.errors import PunieError
+from punie_peft.options import DEVICES, peft_options
 
 # The projections mlx-lm turns into LoRA layers in a Qwen2/Llama block when the config names none.
 DEFAULT_LORA_KEYS = (
@@ -31,14 +32,6 @@ DEFAULT_LORA_KEYS = (
 METHODS = ("sft", "dpo")
 SCHEDULES = {"constant": "constant", "linear": "linear", "cosine": "cosine"}
 OPTIMIZERS = {"adam": "adamw_torch", "adamw": "adamw_torch", "sgd": "sgd", "adafactor": "adafactor"}
-
-
-def option(config: Any, name: str, default: Any = None) -> Any:
-    """A config field that may be a dataclass field, a key of `config.extra`, or absent."""
-    value = getattr(config, name, None)
-    if value is None:
-        value = (getattr(config, "extra", None) or {}).get(name)
-    return default if value is None else value
 
 
 def lora_alpha(scale: float, rank: int) -> float:
@@ -59,7 +52,7 @@ def lora_layers(num_layers: int, num_hidden_layers: int) -> list[int]:
 
 def lora_config_kwargs(config: Any, num_hidden_layers: int) -> dict[str, Any]:
     """LoraConfig(**kwargs) for a lora/dora config; targets the same modules mlx-lm would."""
-    keys = option(config, "lora_keys") or option(config, "target_modules") or DEFAULT_LORA_KEYS
+    keys = peft_options(config).lora_keys or config.target_modules or DEFAULT_LORA_KEYS
     return {
         "r": config.rank,
         "lora_alpha": lora_alpha(config.scale, config.rank),
@@ -74,7 +67,7 @@ def lora_config_kwargs(config: Any, num_hidden_layers: int) -> dict[str, Any]:
 
 
 def method(config: Any) -> str:
-    name = option(config, "method", "sft")
+    name = config.method
     if name not in METHODS:
         raise PunieError(f"method: {name!r} is not one of {', '.join(METHODS)} (backend peft)")
     return name
@@ -82,7 +75,7 @@ def method(config: Any) -> str:
 
 def quantize_bits(config: Any) -> int | None:
     """4 for QLoRA (the only quantized training this backend offers), else None."""
-    bits = option(config, "quantize") or option(config, "q_bits") or option(config, "load_in_4bit")
+    bits = peft_options(config).quantize
     if bits in (None, False, 0, "none", ""):
         return None
     if bits in (True, 4, "4", "4bit", "nf4", "qlora"):
@@ -90,14 +83,10 @@ def quantize_bits(config: Any) -> int | None:
     raise PunieError(f"quantize: {bits!r} is not supported by backend peft (only 4-bit QLoRA)")
 
 
-DEVICES = ("auto", "cpu", "cuda", "mps")
-
-
 def device_request(config: Any) -> str:
     """`extra.device`: auto (the default), cpu, cuda or mps; checked before torch is imported."""
-    device = str(option(config, "device", "auto")).lower()
-    if device not in DEVICES:
-        raise PunieError(f"device: {device!r} is not one of {', '.join(DEVICES)}")
+    device = peft_options(config).device
+    assert device in DEVICES  # PeftOptions checks it
     return device
 
 
@@ -118,13 +107,8 @@ def pick_device(requested: str, *, cuda: bool, mps: bool) -> str:
 
 
 def _schedule(config: Any) -> dict[str, Any]:
-    schedule = option(config, "lr_schedule", "constant")
-    if isinstance(schedule, dict):  # mlx-lm's {"name": "cosine_decay", "warmup": N, ...}
-        warmup = int(schedule.get("warmup", 0))
-        schedule = schedule.get("name", "constant")
-    else:
-        warmup = int(option(config, "warmup_steps", option(config, "warmup", 0)))
-    schedule = str(schedule).removesuffix("_decay")
+    schedule = str(config.lr_schedule).removesuffix("_decay")
+    warmup = int(config.warmup_steps)
     if schedule not in SCHEDULES:
         raise PunieError(f"lr_schedule: {schedule!r} is not one of {', '.join(SCHEDULES)}")
     name = SCHEDULES[schedule]
@@ -134,7 +118,7 @@ def _schedule(config: Any) -> dict[str, Any]:
 
 
 def _optimizer(config: Any) -> str:
-    name = str(option(config, "optimizer", "adam")).lower()
+    name = str(config.optimizer).lower()
     if name not in OPTIMIZERS:
         raise PunieError(f"optimizer: {name!r} is not one of {', '.join(OPTIMIZERS)}")
     return OPTIMIZERS[name]
@@ -146,7 +130,7 @@ def trainer_kwargs(config: Any, out: Path, *, use_cpu: bool, has_valid: bool) ->
     Evaluation runs every `steps_per_eval` steps when a valid split exists; checkpoints are not
     written mid-run (the run folder holds the final adapter, as with the MLX backend).
     """
-    epochs = option(config, "epochs")
+    epochs = config.epochs
     steps = {"max_steps": -1, "num_train_epochs": float(epochs)} if epochs else {}
     kwargs: dict[str, Any] = {
         "output_dir": str(out),
@@ -157,8 +141,8 @@ def trainer_kwargs(config: Any, out: Path, *, use_cpu: bool, has_valid: bool) ->
         "gradient_checkpointing": config.grad_checkpoint,
         "learning_rate": config.learning_rate,
         "optim": _optimizer(config),
-        "weight_decay": float(option(config, "weight_decay", 0.0)),
-        "max_grad_norm": float(option(config, "max_grad_norm", 0.0)),  # 0: no clipping, as mlx-lm
+        "weight_decay": float(config.weight_decay or 0.0),
+        "max_grad_norm": float(peft_options(config).max_grad_norm),  # 0: no clipping, as mlx-lm
         "seed": config.seed,
         "data_seed": config.seed,
         "max_length": config.max_seq_length,
@@ -181,4 +165,4 @@ def trainer_kwargs(config: Any, out: Path, *, use_cpu: bool, has_valid: bool) ->
 
 
 def dpo_kwargs(config: Any) -> dict[str, Any]:
-    return {"beta": float(option(config, "beta", option(config, "dpo_beta", 0.1)))}
+    return {"beta": float(peft_options(config).beta)}

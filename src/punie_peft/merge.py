@@ -16,7 +16,7 @@ from pathlib import Path
 from punie.errors import PunieError
 from punie.fsio import atomic_dir
 from punie.model.resolve import resolve_model
-from punie.train.runs import CONFIG_FILE
+from punie.train.rundir import RunDir
 from punie_peft.convert import CONFIG, convert_mlx_to_peft, is_mlx_adapter
 
 
@@ -64,13 +64,13 @@ def keep_base_config(base_dir: Path, out: Path) -> None:
 
 def fuse_run(run_dir: Path, out: Path) -> Path:
     """Merge a peft-backend run's adapter into the base model named in its config.json."""
-    run_dir = Path(run_dir)
-    config_path = run_dir / CONFIG_FILE
+    run = RunDir(Path(run_dir))
+    config_path = run.config
     if not config_path.exists():
         raise PunieError(f"fuse: {config_path}: missing (is {run_dir} a run folder?)")
     config = json.loads(config_path.read_text(encoding="utf-8"))
     if config.get("fine_tune_type") == "full":  # a full fine-tune already is a whole model
         with atomic_dir(out, kind="model") as tmp:
-            shutil.copytree(run_dir / "model", tmp, dirs_exist_ok=True)
+            shutil.copytree(run.model, tmp, dirs_exist_ok=True)
         return Path(out)
-    return merge_adapter(config["model"], run_dir / "peft", out)
+    return merge_adapter(config["model"], run.peft, out)

@@ -4,15 +4,11 @@ This is the edge where torch, transformers, peft and trl meet; everything it dec
 pure mapping in `punie_peft.mapping`. Under `accelerate launch` every process runs `train_here`;
 the Trainer shards the data across them (DDP) and only the main process writes files.
 
-The run folder, as the MLX backend leaves it:
-    metrics.jsonl                           one record per report (see punie_peft.metrics)
-    adapters.safetensors, adapter_config.json
-                                            the LoRA in mlx-lm's format (mlx_lm.server, punie eval)
-    peft/                                   the adapter in PEFT's format (transformers, vLLM)
-    model/                                  full fine-tunes: the whole model instead of an adapter
-    backend.json                            what ran where: device, processes, library versions
-The run record (`run.json`) and `config.json` belong to `punie.train.launch`, which calls this
-backend; they are not written here.
+The run folder (`punie.train.rundir.RunDir`), as the MLX backend leaves it: metrics.jsonl (through
+`punie_peft.metrics`), the LoRA in mlx-lm's format (mlx_lm.server, punie eval), and this backend's
+own `peft/` (the adapter in PEFT's format: transformers, vLLM), `model/` (full fine-tunes: the
+whole model instead of an adapter) and `backend.json` (what ran where: device, processes,
+library versions). The run record and `config.json` belong to `punie.train.launch`.
 """
 
 from __future__ import annotations
@@ -26,15 +22,14 @@ from typing import Any
 from punie.errors import PunieError
 from punie.fsio import atomic_dir, write_json
 from punie.model.resolve import resolve_model
+from punie.train.callbacks import TrainingEvents
+from punie.train.rundir import RunDir
 from punie_peft import mapping
 from punie_peft.backend import library_versions
 from punie_peft.convert import write_mlx_adapter
-from punie_peft.launcher import BACKEND_RECORD
 from punie_peft.merge import keep_base_config
 from punie_peft.metrics import MetricsWriter
 from punie_peft.rows import preference_rows, tokenize_file
-
-PEFT_DIR, MODEL_DIR = "peft", "model"
 
 
 def _check_qlora() -> None:
@@ -96,7 +91,7 @@ def _val_rows(rows: list, config: Any) -> list:
     return rows if config.val_batches < 0 else rows[:n]
 
 
-def train_here(config: Any, run_dir: Path, on_metrics=None) -> Path:
+def train_here(config: Any, run: RunDir, events: TrainingEvents | None = None) -> Path:
     """Train in this process (or one of several under accelerate); return the adapter path."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import datasets
@@ -109,7 +104,6 @@ def train_here(config: Any, run_dir: Path, on_metrics=None) -> Path:
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
 
-    run_dir = Path(run_dir)
     method = mapping.method(config)
     bits = mapping.quantize_bits(config)
     if bits and config.fine_tune_type == "full":
@@ -133,7 +127,7 @@ def train_here(config: Any, run_dir: Path, on_metrics=None) -> Path:
     )
     use_cpu = device == "cpu"  # otherwise transformers takes the CUDA GPU or, failing that, MPS
     args = mapping.trainer_kwargs(
-        config, run_dir / ".trainer", use_cpu=use_cpu, has_valid=valid_path is not None
+        config, run.trainer_scratch, use_cpu=use_cpu, has_valid=valid_path is not None
     )
     torch.manual_seed(config.seed)
     model = load_model(model_dir, bits=bits)
@@ -146,7 +140,7 @@ def train_here(config: Any, run_dir: Path, on_metrics=None) -> Path:
 
         peft_config = LoraConfig(**mapping.lora_config_kwargs(config, num_layers))
 
-    writer = MetricsWriter(run_dir / "metrics.jsonl", on_metrics)
+    writer = MetricsWriter(run, events, stage=method)
     started = time.time()
     if method == "dpo":
         from trl import DPOConfig, DPOTrainer
@@ -180,39 +174,39 @@ def train_here(config: Any, run_dir: Path, on_metrics=None) -> Path:
             peft_config=peft_config,
             callbacks=[writer],
         )
-    trainer.remove_callback(PrinterCallback)  # metrics go to metrics.jsonl and on_metrics
+    trainer.remove_callback(PrinterCallback)  # metrics go to metrics.jsonl and `events`
     trainer.train()  # evaluates at the last step too, as mlx-lm does
     if not trainer.is_world_process_zero():
-        return run_dir
-    adapter = _save(trainer, tokenizer, config, run_dir, model_dir, num_layers)
-    _write_backend_record(run_dir, adapter, started, trainer, method)
-    shutil.rmtree(run_dir / ".trainer", ignore_errors=True)
+        return run.adapter
+    adapter = _save(trainer, tokenizer, config, run, model_dir, num_layers)
+    _write_backend_record(run, adapter, started, trainer, method)
+    shutil.rmtree(run.trainer_scratch, ignore_errors=True)
     return adapter
 
 
-def _save(trainer, tokenizer, config: Any, run_dir: Path, model_dir: Path, num_layers: int) -> Path:
+def _save(trainer, tokenizer, config: Any, run: RunDir, model_dir: Path, num_layers: int) -> Path:
     if config.fine_tune_type == "full":
-        with atomic_dir(run_dir / MODEL_DIR, kind="model") as tmp:
+        with atomic_dir(run.model, kind="model") as tmp:
             trainer.model.save_pretrained(tmp, safe_serialization=True)
             tokenizer.save_pretrained(tmp)
             keep_base_config(model_dir, tmp)  # float32 weights; mlx_lm reads the old keys
-        return run_dir / MODEL_DIR
-    with atomic_dir(run_dir / PEFT_DIR, kind="adapter") as tmp:
+        return run.model
+    with atomic_dir(run.peft, kind="adapter") as tmp:
         trainer.model.save_pretrained(tmp, safe_serialization=True)
     if config.fine_tune_type == "lora":
-        write_mlx_adapter(run_dir / PEFT_DIR, run_dir, num_layers)
-        return run_dir
-    return run_dir / PEFT_DIR  # DoRA: PEFT format only
+        write_mlx_adapter(run.peft, run.adapter, num_layers)
+        return run.adapter
+    return run.peft  # DoRA: PEFT format only
 
 
-def _write_backend_record(run_dir, adapter, started, trainer, method) -> None:
+def _write_backend_record(run: RunDir, adapter, started, trainer, method) -> None:
     write_json(
-        run_dir / BACKEND_RECORD,
+        run.backend_record,
         {
             "backend": "peft",
             "method": method,
             "adapter": str(adapter),
-            "peft_adapter": str(run_dir / PEFT_DIR) if (run_dir / PEFT_DIR).is_dir() else None,
+            "peft_adapter": str(run.peft) if run.peft.is_dir() else None,
             "wall_s": round(time.time() - started, 2),
             "iterations": trainer.state.global_step,
             "device": str(trainer.args.device),

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from punie.errors import PunieError
 from punie.train.config import TrainConfig
-from punie.train.runs import CONFIG_FILE
+from punie.train.rundir import RunDir
 
 
 def main(argv: list[str]) -> int:
@@ -22,9 +22,9 @@ def main(argv: list[str]) -> int:
     try:
         from punie_peft.trainer import train_here
 
-        run_dir = Path(argv[0])
-        data = json.loads((run_dir / CONFIG_FILE).read_text(encoding="utf-8"))
-        train_here(TrainConfig.from_dict(data, source=str(run_dir / CONFIG_FILE)), run_dir)
+        run = RunDir(Path(argv[0]))
+        data = json.loads(run.config.read_text(encoding="utf-8"))
+        train_here(TrainConfig.from_dict(data, source=str(run.config)), run)
     except PunieError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code

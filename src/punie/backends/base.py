@@ -1,16 +1,24 @@
 """The backend protocol: what `punie train` needs from a training engine.
 
-A backend turns a TrainConfig into a run folder (adapter, metrics.jsonl, run record) and can fuse
-an adapter into its base model. `capabilities` says what it supports, so the CLI can refuse an
-unsupported request before anything starts.
+A backend turns a TrainConfig into a run folder (adapter, metrics.jsonl; the run record is
+`punie.train.launch`'s) and can fuse an adapter into its base model. `capabilities` says what it
+supports, so the CLI can refuse an unsupported request before anything starts. Its own options
+are a frozen dataclass (`options_type`) read from the config's `extra` table by `parse_options`:
+an unknown key is refused with one line naming it and the allowed ones.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
+
+from punie.errors import PunieError
+from punie.train.callbacks import TrainingEvents
+from punie.train.config import TrainConfig
+from punie.train.rundir import RunDir
 
 
 @dataclass(frozen=True)
@@ -22,22 +30,42 @@ class Capabilities:
     notes: str = ""
 
 
-# Called with one metrics record (the dict written to metrics.jsonl) as training goes, or with
-# `{"iteration", "warning"}`: a one-line warning (rows skipped from the data, say).
-MetricsCallback = Callable[[dict[str, Any]], None]
-
-
 @runtime_checkable
 class Backend(Protocol):
     name: str
+    options_type: type  # a frozen dataclass of the backend's own options (config `extra.*`)
 
     def capabilities(self) -> Capabilities: ...
 
-    def check(self, config: Any) -> None:
+    def check(self, config: TrainConfig) -> None:
         """Raise PunieError (one line) if `config` cannot run here; start nothing."""
 
-    def train(self, config: Any, run_dir: Path, on_metrics: MetricsCallback | None = None) -> Path:
-        """Train; write the adapter and metrics.jsonl into `run_dir`; return the adapter path."""
+    def train(self, config: TrainConfig, run: RunDir, events: TrainingEvents) -> Path:
+        """Train; write the adapter and metrics.jsonl into `run`; return the adapter path."""
 
     def fuse(self, run_dir: Path, out: Path, **options: Any) -> Path:
         """Merge the run's adapter into its base model; write a loadable model folder to `out`."""
+
+
+Options = TypeVar("Options")
+
+
+def parse_options(
+    kind: type[Options],
+    extra: Mapping[str, Any],
+    backend: str,
+    aliases: Mapping[str, str] | None = None,
+) -> Options:
+    """`kind(**extra)`, with `aliases` (old spellings) renamed; an unknown key is one line."""
+    allowed = [f.name for f in dataclasses.fields(kind)]
+    values: dict[str, Any] = {}
+    for key, value in extra.items():
+        name = (aliases or {}).get(key, key)
+        if name not in allowed:
+            choices = ", ".join(allowed) if allowed else "none"
+            raise PunieError(
+                f"extra.{key}: not an option of backend {backend} (its options: {choices})"
+            )
+        if value is not None:
+            values[name] = value
+    return kind(**values)

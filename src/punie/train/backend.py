@@ -11,12 +11,16 @@ import contextlib
 import json
 import re
 import struct
+from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from punie.backends.base import Capabilities, MetricsCallback
+from punie.backends.base import Capabilities, parse_options
 from punie.errors import PunieError
+from punie.train.callbacks import TrainingEvents
+from punie.train.config import TrainConfig
+from punie.train.rundir import RunDir, adapter_config_file
 
 
 def model_config(model: str) -> dict[str, Any] | None:
@@ -36,8 +40,18 @@ def is_quantized(model_cfg: dict[str, Any] | None) -> bool:
     )
 
 
+@dataclass(frozen=True)
+class MLXOptions:
+    """The MLX backend's own options (config `extra.*`): none yet; every setting it uses is a
+    TrainConfig field. A new MLX-only option becomes a field here."""
+
+
 class MLXBackend:
     name = "mlx"
+    options_type = MLXOptions
+
+    def options(self, config: TrainConfig) -> MLXOptions:
+        return parse_options(MLXOptions, config.extra, self.name)
 
     def capabilities(self) -> Capabilities:
         return Capabilities(
@@ -54,7 +68,8 @@ class MLXBackend:
                 found[package] = version(package)
         return found
 
-    def check(self, config: Any) -> None:
+    def check(self, config: TrainConfig) -> None:
+        self.options(config)
         cfg = model_config(config.model)
         if cfg is not None:
             layers = cfg.get("num_hidden_layers")
@@ -75,11 +90,11 @@ class MLXBackend:
         if config.from_adapter:
             check_adapter_fits(config)
 
-    def train(self, config: Any, run_dir: Path, on_metrics: MetricsCallback | None = None) -> Path:
+    def train(self, config: TrainConfig, run: RunDir, events: TrainingEvents) -> Path:
         from punie.train.mlx import run_worker
 
-        run_worker(Path(run_dir), on_metrics)
-        return Path(run_dir)
+        run_worker(run.path, events, stage=config.method)
+        return run.adapter
 
     def fuse(self, run_dir: Path, out: Path, **options: Any) -> Path:
         from punie.train.fuse import fuse_run
@@ -128,7 +143,7 @@ def check_adapter_fits(config: Any) -> None:
     path = Path(config.from_adapter)
     folder = path if path.is_dir() else path.parent
     try:
-        earlier = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))
+        earlier = json.loads(adapter_config_file(folder).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise PunieError(
             f"from_adapter: {folder}: no adapter_config.json beside the adapter"

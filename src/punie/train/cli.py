@@ -20,6 +20,9 @@ from rich.progress import (
 from rich.table import Table
 
 from punie.train import runs
+from punie.train.callbacks import TrainingCallback
+from punie.train.records import MetricsRecord
+from punie.train.rundir import RunDir
 
 console = Console(stderr=True)
 
@@ -29,7 +32,7 @@ RunsDir = Annotated[Path, typer.Option("--runs-dir", help="Folder that holds the
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
 
-class LiveProgress:
+class LiveProgress(TrainingCallback):
     """A rich bar over iterations with the latest train/val loss, tokens/s and peak memory."""
 
     def __init__(self, progress: Progress, total: int, start: int = 0):
@@ -37,20 +40,27 @@ class LiveProgress:
         self._stats: dict[str, str] = {}
         self._task = progress.add_task("train", total=total, completed=start, stats="loading")
 
-    def __call__(self, record: dict[str, Any]) -> None:
-        if "warning" in record:
-            warning = f"[yellow]warning:[/yellow] {record['warning']}"
-            self._p.console.print(warning, highlight=False, soft_wrap=True)
-            return
-        if record.get("train_loss") is not None:
-            self._stats["train"] = f"train {record['train_loss']:.3f}"
-            self._stats["tok/s"] = f"{record['tokens_per_second']:,.0f} tok/s"
-            self._stats["mem"] = f"peak {record['peak_memory']:.2f} GB"
-        if record.get("val_loss") is not None:
-            self._stats["val"] = f"val {record['val_loss']:.3f} @ {record['iteration']}"
+    def on_warning(self, message: str) -> None:
+        warning = f"[yellow]warning:[/yellow] {message}"
+        self._p.console.print(warning, highlight=False, soft_wrap=True)
+
+    def on_step(self, iteration: int) -> None:
+        self._show(iteration)
+
+    def on_train_report(self, record: MetricsRecord) -> None:
+        self._stats["train"] = f"train {record.train_loss:.3f}"
+        self._stats["tok/s"] = f"{record.tokens_per_second or 0:,.0f} tok/s"
+        self._stats["mem"] = f"peak {record.peak_memory or 0:.2f} GB"
+        self._show(record.iteration)
+
+    def on_validation_report(self, record: MetricsRecord) -> None:
+        self._stats["val"] = f"val {record.val_loss:.3f} @ {record.iteration}"
+        self._show(record.iteration)
+
+    def _show(self, iteration: int) -> None:
         order = ("train", "val", "tok/s", "mem")
         stats = " · ".join(self._stats[k] for k in order if k in self._stats) or "starting"
-        self._p.update(self._task, completed=record["iteration"], stats=stats)
+        self._p.update(self._task, completed=iteration, stats=stats)
 
 
 def _progress(disable: bool) -> Progress:
@@ -150,7 +160,7 @@ def train_command(
     }
     if resume:
         run_dir = runs.find_run(resume, runs_dir)
-        config = TrainConfig.load(run_dir / runs.CONFIG_FILE)
+        config = TrainConfig.load(RunDir(run_dir).config)
         if iters is not None:
             config = config.with_(iters=iters)
     else:
@@ -165,9 +175,9 @@ def train_command(
         print(to_toml(config), end="")
         return
     with _progress(disable=as_json) as progress:
-        done = runs.read_metrics(Path(config.adapter_path) / runs.METRICS_FILE) if resume else []
+        done = runs.read_metrics(RunDir(Path(config.adapter_path)).metrics) if resume else []
         live = LiveProgress(progress, config.iters, max((r["iteration"] for r in done), default=0))
-        result = start(config, on_metrics=live, resume=bool(resume), overwrite=overwrite)
+        result = start(config, events=live, resume=bool(resume), overwrite=overwrite)
     if as_json:
         print(json.dumps(result.record, indent=2))
         return

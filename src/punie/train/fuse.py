@@ -21,6 +21,7 @@ from punie.model.resolve import resolve_model
 from punie.proc import child_process, python_module
 from punie.train import runs
 from punie.train.config import TrainConfig
+from punie.train.rundir import ADAPTER_WEIGHTS, RunDir, adapter_weights, has_adapter
 
 GGUF_MODEL_TYPES = ("llama", "mistral", "mixtral")
 GGUF_FILE = "model.gguf"
@@ -55,12 +56,13 @@ class FuseResult:
 def adapter_folder(run_dir: Path, checkpoint: str) -> Path:
     if checkpoint not in ("best", "final"):
         raise PunieError(f"--checkpoint: {checkpoint!r} is not one of best, final")
-    best = run_dir / "best"
-    if checkpoint == "best" and (best / "adapters.safetensors").is_file():
+    run = RunDir(run_dir)
+    best = run.best_adapter()
+    if checkpoint == "best" and best:
         return best
-    if not (run_dir / "adapters.safetensors").is_file():
-        raise PunieError(f"{run_dir}: has no adapter yet (adapters.safetensors)")
-    return run_dir
+    if not has_adapter(run.adapter):
+        raise PunieError(f"{run_dir}: has no adapter yet ({ADAPTER_WEIGHTS})")
+    return run.adapter
 
 
 def model_type(model_dir: Path) -> str:
@@ -200,7 +202,7 @@ def fuse_run(
 ) -> FuseResult:
     run_dir, out = Path(run_dir), Path(out)
     record = runs.load_record(run_dir)
-    config = TrainConfig.load(run_dir / runs.CONFIG_FILE)
+    config = TrainConfig.load(RunDir(run_dir).config)
     adapter = adapter_folder(run_dir, checkpoint)
     base = resolve_model(config.model)
     if gguf and model_type(base) not in GGUF_MODEL_TYPES:
@@ -224,7 +226,7 @@ def fuse_run(
         runs_info = {
             "run": str(run_dir),
             "adapter": str(adapter),
-            "adapter_sha256": runs.file_sha256(adapter / "adapters.safetensors"),
+            "adapter_sha256": runs.file_sha256(adapter_weights(adapter)),
             "dequantize": dequantize,
             "parity": checked,
         }

@@ -14,39 +14,39 @@ import contextlib
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 from punie.backends import get_backend
-from punie.backends.base import MetricsCallback
 from punie.errors import PunieError
 from punie.fsio import write_json
 from punie.train import runs
+from punie.train.callbacks import Callbacks, TrainingCallback, TrainingEvents
 from punie.train.config import TrainConfig
-
-
-class TrainingInterrupted(PunieError):
-    """The trainer stopped on a signal after writing its checkpoint."""
-
-    def __init__(self, message: str):
-        super().__init__(message, exit_code=130)
+from punie.train.events import TrainingInterrupted
+from punie.train.records import MetricsSummary, RunRecord
+from punie.train.rundir import RunDir
 
 
 @dataclass(frozen=True)
 class RunResult:
     run_dir: Path
-    record: dict[str, Any]
+    run: RunRecord
+
+    @property
+    def record(self) -> dict[str, Any]:
+        """run.json as plain data."""
+        return self.run.to_dict()
 
     @property
     def adapter_path(self) -> Path:
-        return self.run_dir
+        return RunDir(self.run_dir).adapter
 
     @property
     def best_adapter(self) -> Path | None:
-        best = self.run_dir / "best"
-        return best if (best / "adapters.safetensors").is_file() else None
+        return RunDir(self.run_dir).best_adapter()
 
 
 def resolve_iters(config: TrainConfig) -> TrainConfig:
@@ -116,64 +116,68 @@ def _versions(backend) -> dict[str, str]:
     return found
 
 
+class _Warnings(TrainingCallback):
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    def on_warning(self, message: str) -> None:
+        self.seen.append(message)
+
+
 def start(
     config: TrainConfig,
     *,
-    on_metrics: MetricsCallback | None = None,
+    events: TrainingEvents | None = None,
     resume: bool = False,
     overwrite: bool = False,
 ) -> RunResult:
-    """Train `config` into its run folder (`config.adapter_path`) and return the run's record."""
-    run_dir = Path(config.adapter_path)
+    """Train `config` into its run folder (`config.adapter_path`) and return the run's record;
+    `events` hears the backend's training events as they come."""
+    run = RunDir(Path(config.adapter_path))
     if resume:
-        record = runs.load_record(run_dir)
+        runs.load_record(run.path)  # a clear error for a folder that is not a run
     backend, config, manifest = check(config)
-    lock = runs.claim(run_dir, resume=resume, overwrite=overwrite)  # one writer per run folder
+    lock = runs.claim(run.path, resume=resume, overwrite=overwrite)  # one writer per run folder
     if resume:
-        record = runs.load_record(run_dir)  # as its last writer left it
-        old = record.get("data", {})
+        record = RunRecord.from_dict(runs.load_record(run.path))  # as its last writer left it
         for split, entry in manifest.items():
-            if split in old and old[split]["sha256"] != entry["sha256"]:
+            if split in record.data and record.data[split]["sha256"] != entry["sha256"]:
+                lock.release()
                 raise PunieError(
                     f"resume: {entry['path']} changed since the run started (sha256 differs); "
                     "start a new run, or use --from-adapter to build on this one"
                 )
-        if not (run_dir / "checkpoint").is_dir():
-            raise PunieError(f"resume: {run_dir} has no checkpoint to resume from")
-        record.update(status="running", pid=os.getpid(), iters=config.iters)
-        record["resumes"] = record.get("resumes", 0) + 1
+        if not run.checkpoint.is_dir():
+            lock.release()
+            raise PunieError(f"resume: {run.path} has no checkpoint to resume from")
+        record = replace(
+            record, status="running", pid=os.getpid(), iters=config.iters,
+            resumes=record.resumes + 1,
+        )  # fmt: skip
     else:
-        record = {
-            "name": run_dir.name,
-            "status": "running",
-            "backend": config.backend,
-            "method": config.method,
-            "fine_tune_type": config.fine_tune_type,
-            "model": config.model,
-            "data": manifest,
-            "iters": config.iters,
-            "lineage": runs.lineage(config.from_adapter),
-            "versions": _versions(backend),
-            "git_commit": runs.git_commit(),
-            "created": runs.now(),
-            "pid": os.getpid(),
-            "wall_s": 0.0,
-        }
-    write_json(run_dir / runs.CONFIG_FILE, config.to_dict())
-    runs.write_record(run_dir, record)
+        record = RunRecord(
+            name=run.name,
+            status="running",
+            backend=config.backend,
+            method=config.method,
+            fine_tune_type=config.fine_tune_type,
+            model=config.model,
+            data=manifest,
+            iters=config.iters,
+            lineage=runs.lineage(config.from_adapter),
+            versions=_versions(backend),
+            git_commit=runs.git_commit(),
+            created=runs.now(),
+            pid=os.getpid(),
+        )
+    write_json(run.config, config.to_dict())
+    runs.write_record(run.path, record.to_dict())
 
-    warnings: list[str] = []
-
-    def on_record(row: dict[str, Any]) -> None:
-        if "warning" in row:
-            warnings.append(row["warning"])
-        if on_metrics:
-            on_metrics(row)
-
+    warnings = _Warnings()
     tic = time.monotonic()
     status, error = "failed", None
     try:
-        backend.train(config, run_dir, on_record)
+        backend.train(config, run, Callbacks(warnings, events))
         status = "completed"
     except (KeyboardInterrupt, TrainingInterrupted):
         status = "interrupted"
@@ -182,18 +186,19 @@ def start(
         error = str(e)
         raise
     finally:
-        record.update(runs.summarize_metrics(runs.read_metrics(run_dir / runs.METRICS_FILE)))
-        record.update(
+        summary = MetricsSummary.of(runs.read_metric_records(run.metrics))
+        record = replace(
+            record,
+            **asdict(summary),
             status=status,
             error=error,
             finished=runs.now(),
-            wall_s=round(record.get("wall_s", 0.0) + time.monotonic() - tic, 3),
-            best_adapter="best" if (run_dir / "best" / "adapters.safetensors").is_file() else None,
-            stopped_early=status == "completed" and record["last_iteration"] < config.iters,
+            wall_s=round(record.wall_s + time.monotonic() - tic, 3),
+            best_adapter="best" if run.best_adapter() else None,
+            stopped_early=status == "completed" and summary.last_iteration < config.iters,
+            warnings=record.warnings + warnings.seen,
+            pid=None,
         )
-        if warnings:
-            record["warnings"] = record.get("warnings", []) + warnings
-        record.pop("pid", None)
-        runs.write_record(run_dir, record)
+        runs.write_record(run.path, record.to_dict())
         lock.release()
-    return RunResult(run_dir, record)
+    return RunResult(run.path, record)

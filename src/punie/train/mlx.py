@@ -2,8 +2,8 @@
 
 `run_worker` starts `python -m punie.train.worker RUN_DIR` through `punie.proc` (own process
 group, OpenBLAS preloaded, stopped with SIGTERM then SIGKILL however the block exits), reads its
-JSON-line events and hands metrics records, per-iteration ticks and warnings (`{"warning": ...}`,
-about the data, before training starts) to a callback.
+JSON-line events (`punie.train.events`) and turns them into `TrainingEvents` calls. A `failed`
+event becomes one PunieError line naming the field at fault.
 
 `lora_command` is the equivalent bare `python -m mlx_lm lora` invocation, kept pure (config in,
 argv out) for the benchmark that compares the two.
@@ -14,31 +14,58 @@ from __future__ import annotations
 import json
 import subprocess
 from pathlib import Path
+from typing import Any
 
-from punie.backends.base import MetricsCallback
 from punie.errors import PunieError
 from punie.logecho import LogEcho
 from punie.proc import child_process, python_module
+from punie.train.callbacks import TrainingCallback, TrainingEvents
 from punie.train.config import TrainConfig
+from punie.train.events import TrainingFailed, TrainingInterrupted
+from punie.train.records import MetricsRecord
+from punie.train.rundir import RunDir
 
 # Enough for the worker to finish the step it is in and write its checkpoint.
 STOP_GRACE_S = 30.0
+INTERRUPTED_EXIT = 130
 
 
 def worker_command(run_dir: Path) -> list[str]:
     return python_module("punie.train.worker", str(run_dir))
 
 
-def run_worker(run_dir: Path, on_metrics: MetricsCallback | None = None) -> dict:
-    """Run the worker to its end; return its last event. Raises PunieError if it failed."""
-    from punie.train.launch import TrainingInterrupted
+def dispatch(event: dict[str, Any], run: RunDir, events: TrainingEvents, stage: str) -> None:
+    """One worker event -> the callback's named event."""
+    kind = event.get("event")
+    if kind == "started":
+        events.on_stage_start(stage, event["iteration"], event["iters"])
+    elif kind == "step":
+        events.on_step(event["iteration"])
+    elif kind == "metrics":
+        record = MetricsRecord.from_dict(event["record"])
+        if record.is_train:
+            events.on_train_report(record)
+        if record.is_validation:
+            events.on_validation_report(record)
+    elif kind == "checkpoint":
+        events.on_checkpoint(event["iteration"], run.checkpoint)
+    elif kind == "best":
+        events.on_checkpoint(event["iteration"], run.best)
+    elif kind == "warning":
+        events.on_warning(event["message"])
 
-    run_dir = Path(run_dir)
-    log = run_dir / "train.log"
-    last: dict = {}
-    error = None
-    with child_process(worker_command(run_dir), stdout=subprocess.PIPE, grace=STOP_GRACE_S) as proc:
-        with open(log, "a", encoding="utf-8") as sink, LogEcho(log, "trainer"):  # memory warning
+
+def run_worker(
+    run_dir: Path, events: TrainingEvents | None = None, stage: str = "sft"
+) -> dict[str, Any]:
+    """Run the worker to its end; return its last event. Raises PunieError if it failed."""
+    run = RunDir(Path(run_dir))
+    events = events or TrainingCallback()
+    last: dict[str, Any] = {}
+    failed: dict[str, Any] | None = None
+    cmd = worker_command(run.path)
+    with child_process(cmd, stdout=subprocess.PIPE, grace=STOP_GRACE_S) as proc:
+        with open(run.log, "a", encoding="utf-8") as sink, LogEcho(run.log, "trainer"):
             for raw in proc.stdout:
                 line = raw.decode("utf-8", "replace")
                 try:
@@ -46,27 +73,25 @@ def run_worker(run_dir: Path, on_metrics: MetricsCallback | None = None) -> dict
                 except json.JSONDecodeError:
                     sink.write(line)  # output from before the worker took over its stdout
                     continue
-                kind = event.get("event")
-                if kind == "metrics" and on_metrics:
-                    on_metrics(event["record"])
-                elif kind == "step" and on_metrics:
-                    on_metrics({"iteration": event["iteration"]})
-                elif kind == "warning" and on_metrics:
-                    on_metrics({"iteration": last.get("iteration", 0), "warning": event["message"]})
-                elif kind == "error":
-                    error = event["message"]
+                if event.get("event") == "failed":
+                    failed = event
+                dispatch(event, run, events, stage)
                 last = event
         code = proc.wait()
-    if code == 130 and last.get("event") == "interrupted":
+    iteration = last.get("iteration", 0)
+    if code == INTERRUPTED_EXIT and last.get("event") == "interrupted":
+        events.on_stage_end(stage, iteration, "interrupted")
         raise TrainingInterrupted(
-            f"training stopped at iteration {last['iteration']}; checkpoint kept in "
-            f"{run_dir / 'checkpoint'} (resume with `punie train --resume {run_dir}`)"
+            f"training stopped at iteration {iteration}; checkpoint kept in "
+            f"{run.checkpoint} (resume with `punie train --resume {run.path}`)"
         )
     if code != 0:
-        if error:
-            raise PunieError(error)
-        tail = " | ".join(log.read_text(errors="replace").strip().splitlines()[-3:])
-        raise PunieError(f"trainer exited with code {code}: {tail} (log: {log})")
+        events.on_stage_end(stage, iteration, "failed")
+        if failed:
+            raise TrainingFailed.from_event(failed)
+        tail = " | ".join(run.log.read_text(errors="replace").strip().splitlines()[-3:])
+        raise PunieError(f"trainer exited with code {code}: {tail} (log: {run.log})")
+    events.on_stage_end(stage, iteration, "completed")
     return last
 
 

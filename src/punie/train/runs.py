@@ -1,11 +1,8 @@
-"""The run folder and its record: `adapters/<run-name>/run.json`, and reading runs back.
+"""Run folders on disk: finding, listing, locking and claiming them, and reading them back.
 
-A run folder holds the adapter (`adapters.safetensors` + `adapter_config.json`, loadable by
-mlx_lm), `best/` (the adapter with the lowest validation loss), `checkpoint/` (what a resume
-needs), the resolved `config.json`, `metrics.jsonl`, `train.log` and `run.json`: status
-(running, completed, interrupted, failed), data manifest hashes, lineage, library versions, git
-commit, wall time, peak memory and a summary of the metrics. Everything here is backend-neutral:
-any backend that writes the same metrics.jsonl schema gets the same record.
+The layout of a run folder is `punie.train.rundir.RunDir`'s; the records it holds are
+`punie.train.records`'. Everything here is backend-neutral: any backend that writes metrics.jsonl
+through `MetricsLog` gets the same record.
 """
 
 from __future__ import annotations
@@ -23,13 +20,10 @@ from punie import jsonl
 from punie.data.jsonfile import array_error
 from punie.errors import PunieError
 from punie.fsio import file_sha256, read_jsonl_tolerant, write_json
+from punie.train.records import MetricsRecord, MetricsSummary
+from punie.train.rundir import RunDir, adapter_weights
 
-RUN_FILE = "run.json"
-CONFIG_FILE = "config.json"
-METRICS_FILE = "metrics.jsonl"
-LOCK_FILE = ".lock"  # flock'ed by the punie process that writes the run, for the run's life
 DEFAULT_RUNS_DIR = Path("adapters")
-STATUSES = ("running", "completed", "interrupted", "failed")
 
 
 def data_manifest(data: Path | str) -> dict[str, dict[str, Any]]:
@@ -77,37 +71,33 @@ def git_commit(cwd: Path | None = None) -> str | None:
 
 
 def read_metrics(path: Path | str) -> list[dict[str, Any]]:
-    """The records of a metrics.jsonl; a last line cut short by a kill is skipped."""
+    """The lines of a metrics.jsonl as plain data; a last line cut short by a kill is skipped."""
     return read_jsonl_tolerant(path)
 
 
+def read_metric_records(path: Path | str) -> list[MetricsRecord]:
+    """The records of a metrics.jsonl, typed."""
+    return [MetricsRecord.from_dict(row) for row in read_jsonl_tolerant(path)]
+
+
 def summarize_metrics(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    train = [r for r in rows if r.get("train_loss") is not None]
-    val = [r for r in rows if r.get("val_loss") is not None]
-    best = min(val, key=lambda r: (r["val_loss"], r["iteration"])) if val else None
-    peaks = [r["peak_memory"] for r in train if r.get("peak_memory") is not None]
-    return {
-        "last_iteration": max((r["iteration"] for r in rows), default=0),
-        "final_train_loss": train[-1]["train_loss"] if train else None,
-        "final_val_loss": val[-1]["val_loss"] if val else None,
-        "best_iteration": best["iteration"] if best else None,
-        "best_val_loss": best["val_loss"] if best else None,
-        "peak_memory_gb": max(peaks) if peaks else None,
-    }
+    from dataclasses import asdict
+
+    return asdict(MetricsSummary.of([MetricsRecord.from_dict(r) for r in rows]))
 
 
 def load_record(run_dir: Path | str) -> dict[str, Any]:
-    path = Path(run_dir) / RUN_FILE
+    path = RunDir(Path(run_dir)).record
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise PunieError(f"{run_dir}: not a run folder (no {RUN_FILE})") from None
+        raise PunieError(f"{run_dir}: not a run folder (no {path.name})") from None
     except json.JSONDecodeError as e:
         raise PunieError(f"{path}: not valid JSON ({e})") from None
 
 
 def write_record(run_dir: Path | str, record: dict[str, Any]) -> None:
-    write_json(Path(run_dir) / RUN_FILE, record)
+    write_json(RunDir(Path(run_dir)).record, record)
 
 
 def lineage(from_adapter: str | None) -> list[dict[str, Any]]:
@@ -117,7 +107,7 @@ def lineage(from_adapter: str | None) -> list[dict[str, Any]]:
     path = Path(from_adapter)
     folder = path if path.is_dir() else path.parent
     for candidate in (folder, folder.parent):  # a run folder, or its best/ or checkpoint/
-        if (candidate / RUN_FILE).is_file():
+        if RunDir(candidate).is_run():
             parent = load_record(candidate)
             entry = {
                 "run": parent.get("name"),
@@ -132,14 +122,14 @@ def lineage(from_adapter: str | None) -> list[dict[str, Any]]:
 
 
 def _adapter_hash(path: Path) -> str | None:
-    file = path / "adapters.safetensors" if path.is_dir() else path
+    file = adapter_weights(path)
     return file_sha256(file) if file.is_file() else None
 
 
 def find_run(name: str | Path, runs_dir: Path | str = DEFAULT_RUNS_DIR) -> Path:
     """A run folder from its path or its name under `runs_dir`."""
     for candidate in (Path(name), Path(runs_dir) / str(name)):
-        if (candidate / RUN_FILE).is_file():
+        if RunDir(candidate).is_run():
             return candidate
     known = ", ".join(r["name"] for r in list_runs(runs_dir)) or "none"
     raise PunieError(f"{name}: no such run (in {runs_dir}: {known})")
@@ -153,7 +143,7 @@ def list_runs(runs_dir: Path | str = DEFAULT_RUNS_DIR) -> list[dict[str, Any]]:
         return []
     records = []
     for folder in sorted(root.iterdir()):
-        if (folder / RUN_FILE).is_file():
+        if RunDir(folder).is_run():
             records.append(current_status(folder, load_record(folder)))
     return sorted(records, key=lambda r: r.get("created", 0), reverse=True)
 
@@ -162,7 +152,7 @@ def current_status(run_dir: Path, record: dict[str, Any]) -> dict[str, Any]:
     """The record with live numbers from metrics.jsonl, and stale `running` marked stopped."""
     record = {**record, "path": str(run_dir)}
     if record.get("status") == "running":
-        record.update(summarize_metrics(read_metrics(run_dir / METRICS_FILE)))
+        record.update(summarize_metrics(read_metrics(RunDir(run_dir).metrics)))
         live = is_live(run_dir)
         if live is None:  # a run from before run folders had a lock: its pid is all there is
             pid = record.get("pid")
@@ -213,7 +203,7 @@ def lock_run(run_dir: Path | str) -> RunLock:
         run_dir.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
         raise PunieError(f"{run_dir}: a part of this path is a file, not a folder") from None
-    fd = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(RunDir(run_dir).lock, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -232,7 +222,7 @@ def lock_run(run_dir: Path | str) -> RunLock:
 def is_live(run_dir: Path | str) -> bool | None:
     """Whether a punie process holds the run folder's lock now; None when it has no lock file."""
     try:
-        fd = os.open(Path(run_dir) / LOCK_FILE, os.O_RDONLY)
+        fd = os.open(RunDir(Path(run_dir)).lock, os.O_RDONLY)
     except FileNotFoundError:
         return None
     try:
@@ -251,9 +241,10 @@ def claim(run_dir: Path | str, *, resume: bool = False, overwrite: bool = False)
     run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise PunieError(f"{run_dir}: is a file; a run needs a folder")
-    is_run = (run_dir / RUN_FILE).is_file()
+    lock_name = RunDir(run_dir).lock.name
+    is_run = RunDir(run_dir).is_run()
     if not resume and not is_run and run_dir.is_dir():
-        other = sorted(p.name for p in run_dir.iterdir() if p.name != LOCK_FILE)
+        other = sorted(p.name for p in run_dir.iterdir() if p.name != lock_name)
         if other:
             raise PunieError(
                 f"{run_dir}: is not empty and is not a Punie run (it holds {other[0]}); "
@@ -268,7 +259,7 @@ def claim(run_dir: Path | str, *, resume: bool = False, overwrite: bool = False)
                 "or pass --overwrite"
             )
         for entry in run_dir.iterdir():
-            if entry.name == LOCK_FILE:
+            if entry.name == lock_name:
                 continue
             if entry.is_dir() and not entry.is_symlink():
                 shutil.rmtree(entry)

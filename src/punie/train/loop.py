@@ -1,0 +1,210 @@
+"""The training loop's hooks, between two of mlx_lm's optimizer steps.
+
+`mlx_lm.tuner.trainer.train` runs the steps; `Loop.batches` is the batch iterator it pulls from,
+so the point where it asks for the next batch is the point between two steps. There the loop:
+
+- validates on the global iteration count (mlx_lm's cadence), keeps the best adapter in `best/`
+  and stops after `patience` evaluations without improvement;
+- writes checkpoints every `save_every` steps, and on SIGTERM/SIGINT before stopping;
+- stops a run whose loss, validation loss or weights went NaN or infinite: the last checkpoint
+  (written only from finite weights) is kept, and nothing is saved from non-finite weights.
+
+Reports go to metrics.jsonl (`MetricsLog`) and to the parent on the event channel.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from typing import Any
+
+from punie.train.checkpoint import (
+    LoopState,
+    restore_checkpoint,
+    save_adapter,
+    save_checkpoint,
+    truncate_metrics,
+)
+from punie.train.config import TrainConfig
+from punie.train.events import EventChannel, TrainingFailed
+from punie.train.records import MetricsLog, MetricsRecord
+from punie.train.rundir import RunDir
+from punie.train.setup import trainable
+
+
+class EarlyStop(Exception):
+    pass
+
+
+class Interrupted(Exception):
+    pass
+
+
+class NonFinite(TrainingFailed):
+    pass
+
+
+class Loop:
+    """The hooks between optimizer steps, and the run's on-disk state."""
+
+    def __init__(self, run: RunDir, config: TrainConfig, model, optimizer, valid, events):
+        from punie.train.masking import Cursor
+
+        self.run = run
+        self.config = config
+        self.model = model
+        self.optimizer = optimizer
+        self.valid = valid
+        self.events: EventChannel = events
+        self.cursor = Cursor()
+        self.start = 0
+        self.completed = 0
+        self.best: tuple[int, float] | None = None
+        self.evals_since_best = 0
+        self.stop_requested = False
+        self.last_eval_at: int | None = None
+        self.checkpoint_at: int | None = None
+        self.metrics = MetricsLog(run.metrics)
+
+    # --- records (mlx_lm's TrainingCallback) -----------------------------------------------
+    def record(self, record: MetricsRecord) -> None:
+        self.metrics.append(record)
+        self.events.send("metrics", record=record.to_dict())
+
+    def on_train_loss_report(self, info: dict[str, Any]) -> None:
+        iteration = self.start + int(info["iteration"])
+        if not math.isfinite(float(info["train_loss"])):
+            self.fail(iteration, f"the training loss is {info['train_loss']}")
+        self.record(
+            MetricsRecord.train(
+                iteration,
+                train_loss=info["train_loss"],
+                learning_rate=info["learning_rate"],
+                tokens_per_second=info["tokens_per_second"],
+                iterations_per_second=info["iterations_per_second"],
+                trained_tokens=info["trained_tokens"],
+                peak_memory=info["peak_memory"],
+            )
+        )
+
+    def on_val_loss_report(self, info: dict[str, Any]) -> None:  # validation runs in validate()
+        pass
+
+    def fail(self, iteration: int, what: str) -> None:
+        """Stop: `what` went non-finite at `iteration`; nothing more is saved from these weights."""
+        kept = (
+            f"the last finite checkpoint (iteration {self.checkpoint_at}) is kept in "
+            f"{self.run.checkpoint}"
+            if self.checkpoint_at is not None
+            else "no checkpoint was written"
+        )
+        raise NonFinite(
+            f"training stopped at iteration {iteration}: {what}; {kept}; try a lower learning_rate"
+        )
+
+    # --- weights -----------------------------------------------------------------------------
+    def weights_finite(self) -> bool:
+        import mlx.core as mx
+
+        checks = [mx.isfinite(w).all() for w in trainable(self.model).values()]
+        return bool(mx.all(mx.stack(checks)).item()) if checks else True
+
+    def check_weights(self) -> None:
+        if not self.weights_finite():
+            self.fail(self.completed, "the weights became NaN or infinite")
+
+    def save_checkpoint(self) -> None:
+        state = LoopState(
+            iteration=self.completed,
+            cursor_order=self.cursor.order,
+            cursor_next=self.cursor.next,
+            best=self.best,
+            evals_since_best=self.evals_since_best,
+        )
+        save_checkpoint(self.run, self.model, self.optimizer, state)
+        self.checkpoint_at = self.completed
+        self.events.send("checkpoint", iteration=self.completed)
+
+    def restore_checkpoint(self) -> None:
+        state = restore_checkpoint(self.run, self.model, self.optimizer, self.config)
+        self.cursor.order = state.cursor_order
+        self.cursor.next = state.cursor_next
+        self.start = self.completed = self.checkpoint_at = state.iteration
+        self.best = state.best
+        self.evals_since_best = state.evals_since_best
+        self.metrics.close()
+        truncate_metrics(self.run.metrics, self.start)
+        self.metrics = MetricsLog(self.run.metrics)
+
+    # --- between steps -----------------------------------------------------------------------
+    def validate(self) -> None:
+        from mlx_lm.tuner.trainer import evaluate
+
+        from punie.train.masking import iterate_batches, masked_loss
+
+        tic = time.perf_counter()
+        val_loss = evaluate(
+            model=self.model,
+            dataset=self.valid,
+            batch_size=self.config.batch_size,
+            num_batches=self.config.val_batches,
+            max_seq_length=self.config.max_seq_length,
+            loss=masked_loss,
+            iterate_batches=iterate_batches,
+        )
+        self.model.train()
+        if not math.isfinite(val_loss):
+            self.fail(self.completed, f"the validation loss is {val_loss}")
+        self.last_eval_at = self.completed
+        self.record(
+            MetricsRecord.validation(
+                self.completed, val_loss=val_loss, val_time=time.perf_counter() - tic
+            )
+        )
+        if self.best is None or val_loss < self.best[1]:
+            self.best = (self.completed, float(val_loss))
+            self.evals_since_best = 0
+            save_adapter(self.run.best, self.model, self.config)
+            self.events.send("best", iteration=self.completed, val_loss=float(val_loss))
+        else:
+            self.evals_since_best += 1
+            if self.config.patience and self.evals_since_best >= self.config.patience:
+                raise EarlyStop()
+
+    def batches(self, dataset, batch_size, max_seq_length, loop=False, seed=None, comm_group=None):
+        """What `train` iterates: mlx_lm's batches, with the run's hooks before each step."""
+        from punie.train.masking import iterate_batches
+
+        if not loop:  # evaluation
+            yield from iterate_batches(dataset, batch_size, max_seq_length, comm_group=comm_group)
+            return
+        gas = self.config.grad_accumulation_steps
+        inner = iterate_batches(dataset, batch_size, max_seq_length, loop=True, cursor=self.cursor)
+        while True:
+            if self.completed > self.start:
+                self.check_weights()  # before anything is saved from them
+                self.events.send("step", iteration=self.completed)
+            if self.completed % gas == 0:
+                if self.stop_requested:
+                    self.save_checkpoint()
+                    raise Interrupted()
+                if self.completed > self.start and self.completed % self.config.save_every == 0:
+                    self.save_checkpoint()
+            batch = next(inner)
+            it = self.completed + 1
+            # mlx_lm's cadence (before steps 1, k * steps_per_eval), so both draw the same batches;
+            # the evaluation before the last step moves to after it, in `finish`.
+            cadence = it == 1 or it % self.config.steps_per_eval == 0
+            if self.valid and cadence and it < self.config.iters:
+                self.validate()
+            yield batch
+            self.completed = it
+
+    def finish(self) -> None:
+        self.check_weights()  # the last step: `train` returned without asking for a batch
+        if self.valid and self.last_eval_at != self.completed:
+            with contextlib.suppress(EarlyStop):
+                self.validate()
+        save_adapter(self.run.adapter, self.model, self.config)
+        self.save_checkpoint()

@@ -1,0 +1,181 @@
+"""The two records a run writes, typed and versioned: `MetricsRecord` and `RunRecord`.
+
+Both backends write metrics through `MetricsLog` (one JSON object a line in metrics.jsonl) and
+`punie.train.launch` writes the run record for every backend, so a new backend or training method
+adds fields here, never a file format of its own. The fields are documented in docs/training.md
+("The run folder"); `schema_version` goes up when a field changes meaning or goes away (adding a
+field does not change it). Readers accept older lines: a record without `schema_version` is
+version 0, the schema before it was versioned.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+METRICS_SCHEMA_VERSION = 1
+RUN_SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class MetricsRecord:
+    """One report: a training report (train_loss and its companions) or a validation report
+    (val_loss, val_time), at `iteration`, the number of optimizer steps done so far."""
+
+    iteration: int
+    train_loss: float | None = None
+    learning_rate: float | None = None
+    tokens_per_second: float | None = None
+    iterations_per_second: float | None = None
+    trained_tokens: int | None = None  # tokens trained on since the run started (cumulative)
+    peak_memory: float | None = None  # GB: MLX's or CUDA's peak, else the process's max RSS
+    val_loss: float | None = None
+    val_time: float | None = None  # seconds the validation took
+    schema_version: int = METRICS_SCHEMA_VERSION
+
+    @classmethod
+    def train(
+        cls,
+        iteration: int,
+        *,
+        train_loss: float,
+        learning_rate: float,
+        tokens_per_second: float,
+        iterations_per_second: float,
+        trained_tokens: int,
+        peak_memory: float,
+    ) -> MetricsRecord:
+        return cls(
+            iteration=int(iteration),
+            train_loss=float(train_loss),
+            learning_rate=float(learning_rate),
+            tokens_per_second=float(tokens_per_second),
+            iterations_per_second=float(iterations_per_second),
+            trained_tokens=int(trained_tokens),
+            peak_memory=float(peak_memory),
+        )
+
+    @classmethod
+    def validation(cls, iteration: int, *, val_loss: float, val_time: float) -> MetricsRecord:
+        return cls(iteration=int(iteration), val_loss=float(val_loss), val_time=float(val_time))
+
+    @property
+    def is_train(self) -> bool:
+        return self.train_loss is not None
+
+    @property
+    def is_validation(self) -> bool:
+        return self.val_loss is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON line: the fields this report has (a train report has no val_loss)."""
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+    @classmethod
+    def from_dict(cls, row: dict[str, Any]) -> MetricsRecord:
+        known = {f.name for f in fields(cls)}
+        data = {k: v for k, v in row.items() if k in known}
+        data.setdefault("schema_version", 0)
+        return cls(**data)
+
+
+TRAIN_FIELDS = (
+    "train_loss", "learning_rate", "tokens_per_second", "iterations_per_second",
+    "trained_tokens", "peak_memory",
+)  # fmt: skip
+VALIDATION_FIELDS = ("val_loss", "val_time")
+
+
+class MetricsLog:
+    """metrics.jsonl, appended one record a line and flushed at once: a live log that `punie runs`
+    and the progress display read while the run goes on."""
+
+    def __init__(self, path: Path | str, *, fresh: bool = False):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(self.path, "w" if fresh else "a", encoding="utf-8")  # noqa: SIM115
+
+    def append(self, record: MetricsRecord) -> None:
+        self._file.write(json.dumps(record.to_dict()) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+@dataclass(frozen=True)
+class MetricsSummary:
+    last_iteration: int = 0
+    final_train_loss: float | None = None
+    final_val_loss: float | None = None
+    best_iteration: int | None = None
+    best_val_loss: float | None = None
+    peak_memory_gb: float | None = None
+
+    @classmethod
+    def of(cls, records: list[MetricsRecord]) -> MetricsSummary:
+        train = [r for r in records if r.is_train]
+        val = [r for r in records if r.is_validation]
+        best = min(val, key=lambda r: (r.val_loss, r.iteration)) if val else None
+        peaks = [r.peak_memory for r in train if r.peak_memory is not None]
+        return cls(
+            last_iteration=max((r.iteration for r in records), default=0),
+            final_train_loss=train[-1].train_loss if train else None,
+            final_val_loss=val[-1].val_loss if val else None,
+            best_iteration=best.iteration if best else None,
+            best_val_loss=best.val_loss if best else None,
+            peak_memory_gb=max(peaks) if peaks else None,
+        )
+
+
+STATUSES = ("running", "completed", "interrupted", "failed")
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """run.json: what ran, on what data, how it ended, and a summary of its metrics."""
+
+    name: str
+    status: str  # one of STATUSES
+    backend: str
+    method: str
+    fine_tune_type: str
+    model: str
+    iters: int
+    data: dict[str, dict[str, Any]] = field(default_factory=dict)  # split -> path, sha256, rows
+    lineage: list[dict[str, Any]] = field(default_factory=list)  # the runs this one builds on
+    versions: dict[str, str] = field(default_factory=dict)
+    git_commit: str | None = None
+    created: float = 0.0
+    pid: int | None = None  # the writer's pid while running
+    wall_s: float = 0.0
+    resumes: int = 0
+    finished: float | None = None
+    error: str | None = None
+    best_adapter: str | None = None  # "best" when best/ holds an adapter
+    stopped_early: bool = False
+    warnings: list[str] = field(default_factory=list)
+    last_iteration: int = 0
+    final_train_loss: float | None = None
+    final_val_loss: float | None = None
+    best_iteration: int | None = None
+    best_val_loss: float | None = None
+    peak_memory_gb: float | None = None
+    schema_version: int = RUN_SCHEMA_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        if self.pid is None:
+            del data["pid"]
+        if not self.warnings:
+            del data["warnings"]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunRecord:
+        known = {f.name for f in fields(cls)}
+        kept = {k: v for k, v in data.items() if k in known}
+        kept.setdefault("schema_version", 0)
+        return cls(**kept)

@@ -1,0 +1,120 @@
+"""The run folder's layout, in one place: every file and folder a run holds, by name.
+
+    run.json            the run record (records.RunRecord), written by punie.train.launch
+    config.json         the resolved TrainConfig the trainer reads
+    metrics.jsonl       one MetricsRecord a line, appended and flushed as training goes
+    train.log           the trainer's own output (and any traceback)
+    .lock               flock'ed by the one process that writes the run, for the run's life
+    adapters.safetensors, adapter_config.json
+                        the final adapter, loadable by mlx_lm (server, generate, fuse)
+    best/               the adapter with the lowest validation loss
+    checkpoint/         what a resume needs: weights, optimizer state, batch order, RNG state
+    peft/, model/       the peft backend's own formats (a PEFT adapter; a full fine-tune)
+    backend.json, launch.log
+                        the peft backend's record of what ran where, and accelerate's log
+
+Code that needs a path asks a `RunDir` for it; no other module spells these names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+ADAPTER_WEIGHTS = "adapters.safetensors"
+ADAPTER_CONFIG = "adapter_config.json"
+
+
+@dataclass(frozen=True)
+class RunDir:
+    path: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path))
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def record(self) -> Path:
+        return self.path / "run.json"
+
+    @property
+    def config(self) -> Path:
+        return self.path / "config.json"
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / "metrics.jsonl"
+
+    @property
+    def log(self) -> Path:
+        return self.path / "train.log"
+
+    @property
+    def lock(self) -> Path:
+        return self.path / ".lock"
+
+    @property
+    def adapter(self) -> Path:
+        """The final adapter's folder: the run folder itself."""
+        return self.path
+
+    @property
+    def best(self) -> Path:
+        return self.path / "best"
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.path / "checkpoint"
+
+    @property
+    def checkpoint_state(self) -> Path:
+        return self.checkpoint / "state.json"
+
+    @property
+    def checkpoint_optimizer(self) -> Path:
+        return self.checkpoint / "optimizer.safetensors"
+
+    @property
+    def peft(self) -> Path:
+        return self.path / "peft"
+
+    @property
+    def model(self) -> Path:
+        return self.path / "model"
+
+    @property
+    def backend_record(self) -> Path:
+        return self.path / "backend.json"
+
+    @property
+    def launch_log(self) -> Path:
+        return self.path / "launch.log"
+
+    @property
+    def trainer_scratch(self) -> Path:
+        """Where a trainer may write its own files during the run; removed at the end."""
+        return self.path / ".trainer"
+
+    def is_run(self) -> bool:
+        return self.record.is_file()
+
+    def best_adapter(self) -> Path | None:
+        """`best/` when it holds an adapter (a run with validation data), else None."""
+        return self.best if has_adapter(self.best) else None
+
+
+def adapter_weights(folder: Path | str) -> Path:
+    """The weights file of an mlx_lm adapter folder, or the file itself when given one."""
+    folder = Path(folder)
+    return folder / ADAPTER_WEIGHTS if folder.is_dir() else folder
+
+
+def adapter_config_file(folder: Path | str) -> Path:
+    return Path(folder) / ADAPTER_CONFIG
+
+
+def has_adapter(folder: Path | str) -> bool:
+    return (Path(folder) / ADAPTER_WEIGHTS).is_file()
