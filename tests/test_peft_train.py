@@ -21,8 +21,17 @@ from punie.data.sample import splits  # noqa: E402
 from punie.errors import PunieError  # noqa: E402
 from punie.fsio import write_jsonl  # noqa: E402
 from punie.proc import child_env, python_module  # noqa: E402
+from punie.train.callbacks import TrainingCallback  # noqa: E402
 from punie.train.config import TrainConfig  # noqa: E402
 from punie.train.launch import start  # noqa: E402
+from punie.train.records import (  # noqa: E402
+    METRICS_SCHEMA_VERSION,
+    RUN_SCHEMA_VERSION,
+    TRAIN_FIELDS,
+    VALIDATION_FIELDS,
+    MetricsRecord,
+)
+from punie.train.rundir import RunDir  # noqa: E402
 from punie_peft.backend import PeftBackend  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -99,17 +108,37 @@ def mlx_outputs(lora_run, merged, tiny_model):
     return {"adapter": adapter, "merged": merged_ids}
 
 
+def _metrics(run_dir: Path) -> tuple[list[dict], list[dict]]:
+    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [r for r in rows if "train_loss" in r], [r for r in rows if "val_loss" in r]
+
+
 def test_lora_sft_run_loss_falls_and_metrics_follow_the_shared_schema(lora_run):
     assert lora_run.record["status"] == "completed"
-    rows = [json.loads(x) for x in (lora_run.run_dir / "metrics.jsonl").read_text().splitlines()]
-    train = [r for r in rows if "train_loss" in r]
-    assert set(train[0]) == {
-        "iteration", "train_loss", "learning_rate", "tokens_per_second", "peak_memory",
-    }  # fmt: skip
+    train, val = _metrics(lora_run.run_dir)
+    assert set(train[0]) == {"iteration", "schema_version", *TRAIN_FIELDS}
+    assert set(val[0]) == {"iteration", "schema_version", *VALIDATION_FIELDS}
+    assert train[-1]["trained_tokens"] > train[0]["trained_tokens"] > 0  # cumulative
     assert train[-1]["iteration"] == 16
     assert train[-1]["train_loss"] < 0.7 * train[0]["train_loss"]
-    assert any("val_loss" in r for r in rows)
     assert lora_run.record["final_train_loss"] == train[-1]["train_loss"]
+
+
+def test_both_backends_write_metrics_with_the_same_fields(
+    lora_run, tiny_model, sample_data, tmp_path
+):
+    mlx = start(_config(tiny_model, sample_data, tmp_path / "mlx", backend="mlx", iters=4,
+                        steps_per_report=2, steps_per_eval=4))  # fmt: skip
+    assert mlx.record["status"] == "completed"
+    peft_train, peft_val = _metrics(lora_run.run_dir)
+    mlx_train, mlx_val = _metrics(mlx.run_dir)
+    assert set(mlx_train[0]) == set(peft_train[0]) and set(mlx_val[0]) == set(peft_val[0])
+    for row in (*mlx_train, *mlx_val, *peft_train, *peft_val):
+        assert MetricsRecord.from_dict(row).to_dict() == row  # each line is one typed record
+        assert row["schema_version"] == METRICS_SCHEMA_VERSION
+    for run in (mlx, lora_run):
+        assert run.run.schema_version == RUN_SCHEMA_VERSION
+        assert set(run.record) == set(mlx.record)  # one run record for every backend
 
 
 def test_lora_run_folder_holds_an_mlx_adapter_that_generates_as_peft_does(
@@ -205,7 +234,7 @@ def test_qlora_without_cuda_is_a_one_line_error_before_training(tiny_model, samp
         pytest.skip("checks the error on a machine without CUDA")
     config = _config(tiny_model, sample_data, tmp_path / "q", extra={"quantize": 4})
     with pytest.raises(PunieError, match="QLoRA needs a CUDA GPU"):
-        PeftBackend().train(config, tmp_path / "q")
+        PeftBackend().train(config, RunDir(tmp_path / "q"), TrainingCallback())
     assert not (tmp_path / "q" / "metrics.jsonl").exists()
 
 
@@ -218,7 +247,7 @@ def test_mps_without_an_apple_gpu_is_a_one_line_error_before_training(
         pytest.skip("checks the error on a machine without MPS")
     config = _config(tiny_model, sample_data, tmp_path / "m", extra={"device": "mps"})
     with pytest.raises(PunieError, match=r"device: 'mps' asked for, but torch.backends.mps") as e:
-        PeftBackend().train(config, tmp_path / "m")
+        PeftBackend().train(config, RunDir(tmp_path / "m"), TrainingCallback())
     assert "\n" not in str(e.value)
     assert not (tmp_path / "m" / "metrics.jsonl").exists()
 
@@ -232,9 +261,21 @@ def test_accelerate_launch_with_two_cpu_processes_completes_a_short_run(
         tiny_model, sample_data, tmp_path / "ddp", iters=2, steps_per_report=1,
         steps_per_eval=100, extra=extra,
     )  # fmt: skip
-    seen = []
-    result = start(config, on_metrics=seen.append)
+
+    class Reports(TrainingCallback):
+        def __init__(self):
+            self.train, self.stages = [], []
+
+        def on_train_report(self, record):
+            self.train.append(record.iteration)
+
+        def on_stage_end(self, stage, iteration, status):
+            self.stages.append((stage, status))
+
+    seen = Reports()
+    result = start(config, events=seen)
     record = json.loads((result.run_dir / "backend.json").read_text())
     assert record["num_processes"] == 2
-    assert [r["iteration"] for r in seen if "train_loss" in r] == [1, 2]
+    assert seen.train == [1, 2]
+    assert seen.stages == [("sft", "completed")]
     assert (result.run_dir / "adapters.safetensors").is_file()
