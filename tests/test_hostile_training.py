@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from punie import lifeline
@@ -379,3 +380,46 @@ def test_startup_timeout_is_a_setting_and_must_be_positive(tmp_path, tiny_model,
     result = punie(command, *args, "--startup-timeout", "0", cwd=tmp_path, timeout=60)
     assert result.returncode == 2
     assert "startup timeout: must be a positive number of seconds, got 0" in result.stderr
+
+
+class _LosesTheRace(Server):
+    """Another process takes the first port picked for us after the bind test, before
+    mlx_lm.server binds it: the race a free-port picker can lose."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.holders: list[socket.socket] = []
+
+    def command(self) -> list[str]:
+        if not self.holders:
+            holder = socket.socket()
+            holder.bind(("127.0.0.1", self.port))
+            holder.listen()
+            self.holders.append(holder)
+        return super().command()
+
+
+def test_a_server_that_loses_its_port_starts_again_on_another(tmp_path, tiny_model):
+    server = _LosesTheRace(tiny_model, log=tmp_path / "s.log", startup_timeout=60)
+    try:
+        with server:
+            lost = server.holders[0].getsockname()[1]
+            assert server.port != lost
+            assert httpx.get(f"{server.base_url}/health").status_code == 200
+            assert processes_mentioning("mlx_lm", f"--port {lost}") == []  # the loser is stopped
+        assert "Address already in use" in (tmp_path / "s.log").read_text()
+    finally:
+        for holder in server.holders:
+            holder.close()
+
+
+def test_a_named_port_taken_before_the_bind_is_one_line_not_a_retry(tmp_path, tiny_model):
+    port = free_port()
+    server = _LosesTheRace(tiny_model, port=port, startup_timeout=60)
+    try:
+        with pytest.raises(PunieError, match=f"could not bind port {port} on 127.0.0.1"):
+            server.start()
+        assert server.port == port and server.pid is None
+    finally:
+        for holder in server.holders:
+            holder.close()

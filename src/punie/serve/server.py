@@ -7,7 +7,10 @@ The server's output (its log) goes to `log`, normally the run folder's `server.l
 
 The port is bind-tested on 127.0.0.1 just before the server starts, so a port that something
 else holds is refused at once instead of that something answering our health checks; a health
-answer counts only while our process is alive. Loading a model
+answer counts only while our process is alive. A free port picked for us can still be taken by
+another process between the test and the server's own bind (mlx_lm.server then hangs, its bind
+error in its log): the server is stopped and started again on another free port, up to
+`PORT_ATTEMPTS` times. A port the caller named is never swapped for another. Loading a model
 can take minutes: `startup_timeout` bounds the wait and `on_wait(elapsed_s)` is called about once
 a second while it lasts, so a caller can show progress.
 
@@ -20,8 +23,10 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import os
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -34,6 +39,12 @@ from punie.proc import python_module, spawn, stop_group
 
 HOST = "127.0.0.1"
 STARTUP_TIMEOUT_S = 120.0
+PORT_ATTEMPTS = 5
+BIND_FAILED = "Address already in use"  # strerror(EADDRINUSE), on Linux and macOS
+
+
+class _PortTaken(Exception):
+    """Our server lost its port to another process before it could bind it."""
 
 
 def free_port() -> int:
@@ -75,12 +86,15 @@ class Server:
         self.model = str(model)
         self.adapter = str(adapter) if adapter else None
         self.log = Path(log) if log else None
+        self.fixed_port = port is not None
         self.port = port or free_port()
         self.max_tokens = max_tokens
         self.startup_timeout = startup_timeout
         self.on_wait = on_wait
         self._proc: subprocess.Popen | None = None
         self._log_file = None
+        self._log_path: Path | None = None  # `log`, or a temporary file for the bind check
+        self._attempt_offset = 0
         self._echo: LogEcho | None = None
 
     @property
@@ -111,19 +125,57 @@ class Server:
         return cmd
 
     def start(self) -> Server:
-        check_port_free(self.port)  # before anything is opened that stop() would have to close
-        if self.log:
-            self.log.parent.mkdir(parents=True, exist_ok=True)
-            self._log_file = open(self.log, "ab")  # noqa: SIM115 - closed in stop()
-            self._echo = LogEcho(self.log, "mlx_lm.server").start()  # its memory warning
-        sink = self._log_file or subprocess.DEVNULL
-        self._proc = spawn(self.command(), stdout=sink, stderr=sink)
+        self._free_port()  # before anything is opened that stop() would have to close
+        self._open_log()
         try:
-            self._wait_healthy()
+            for attempt in range(1, PORT_ATTEMPTS + 1):
+                self._attempt_offset = self._log_file.tell()
+                self._proc = spawn(self.command(), stdout=self._log_file, stderr=self._log_file)
+                try:
+                    self._wait_healthy()
+                    return self
+                except _PortTaken:
+                    stop_group(self._proc, grace=2.0)
+                    self._proc = None
+                    if self.fixed_port or attempt == PORT_ATTEMPTS:
+                        raise PunieError(
+                            f"mlx_lm.server could not bind port {self.port} on {HOST}: another "
+                            f"process took it ({attempt} tries)"
+                        ) from None
+                    self.port = free_port()
+                    self._free_port()
         except BaseException:
             self.stop()
             raise
         return self
+
+    def _free_port(self) -> None:
+        """Bind-test the port; a port picked for us that is taken now is swapped for another."""
+        for attempt in range(1, PORT_ATTEMPTS + 1):
+            try:
+                check_port_free(self.port)
+                return
+            except PunieError:
+                if self.fixed_port or attempt == PORT_ATTEMPTS:
+                    raise
+                self.port = free_port()
+
+    def _open_log(self) -> None:
+        if self.log:
+            self.log.parent.mkdir(parents=True, exist_ok=True)
+            self._log_path = self.log
+            self._echo = LogEcho(self.log, "mlx_lm.server").start()  # its memory warning
+        else:
+            fd, name = tempfile.mkstemp(prefix="punie-server-", suffix=".log")
+            os.close(fd)
+            self._log_path = Path(name)
+        self._log_file = open(self._log_path, "ab")  # noqa: SIM115 - closed in stop()
+
+    def _lost_port(self) -> bool:
+        """Whether this attempt's server failed to bind (its log says so)."""
+        with open(self._log_path, "rb") as f:
+            f.seek(self._attempt_offset)
+            return BIND_FAILED.encode() in f.read()
 
     def status(self) -> str | None:
         """None while the server runs; otherwise one line saying how it ended."""
@@ -144,6 +196,8 @@ class Server:
         start = time.monotonic()
         next_report = start + 1.0
         while (elapsed := time.monotonic() - start) < self.startup_timeout:
+            if self._lost_port():  # it hangs (or exits) after a failed bind
+                raise _PortTaken()
             if self._proc.poll() is not None:
                 where = f"; see {self.log}" if self.log else ""
                 raise PunieError(
@@ -177,6 +231,9 @@ class Server:
         if self._log_file:
             self._log_file.close()
             self._log_file = None
+        if self._log_path is not None and self._log_path != self.log:
+            self._log_path.unlink(missing_ok=True)
+        self._log_path = None
         if self._echo:
             self._echo.stop()
             self._echo = None
