@@ -423,3 +423,29 @@ def test_a_named_port_taken_before_the_bind_is_one_line_not_a_retry(tmp_path, ti
     finally:
         for holder in server.holders:
             holder.close()
+
+
+@pytest.mark.slow
+def test_the_worker_reports_a_failure_as_one_structured_event(tmp_path, tiny_model):
+    from punie.proc import child_env
+    from punie.train.config import TrainConfig
+    from punie.train.events import TrainingFailed
+    from punie.train.mlx import run_worker, worker_command
+
+    data = write_data(tmp_path / "data", n_train=8, n_valid=2)
+    run = tmp_path / "run"
+    run.mkdir()
+    # Only the loaded model can say this module is missing (the parent's check reads headers).
+    config = TrainConfig(model=str(tiny_model), data=str(data), adapter_path=str(run), iters=2,
+                         batch_size=2, num_layers=2,
+                         target_modules=("self_attn.qproj",))  # fmt: skip
+    (run / "config.json").write_text(json.dumps(config.to_dict()))
+    out = subprocess.run(worker_command(run), capture_output=True, env=child_env(), timeout=120)
+    assert out.returncode == 2
+    assert b"\x1b" not in out.stdout  # no terminal colour codes on the event channel
+    event = json.loads(out.stdout.decode().strip().splitlines()[-1])
+    assert event["event"] == "failed" and event["field"] == "target_modules"
+    assert event["reason"].startswith("'self_attn.qproj' is not a module LoRA can adapt")
+    with pytest.raises(TrainingFailed) as e:
+        run_worker(run)
+    assert str(e.value) == f"target_modules: {event['reason']}" and "\n" not in str(e.value)

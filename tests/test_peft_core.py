@@ -161,3 +161,15 @@ def test_an_unknown_device_is_refused_by_check_before_torch_loads():
     assert mapping.device_request(_config(extra={"device": "MPS"})) == "mps"
     with pytest.raises(PunieError, match="device: 'tpu' is not one of auto, cpu, cuda, mps"):
         mapping.device_request(_config(extra={"device": "tpu"}))
+
+
+def test_backend_options_are_typed_and_an_unknown_key_is_one_line():
+    from punie_peft.backend import PeftBackend
+
+    options = PeftBackend().options(_config(extra={"launcher": "accelerate", "dpo_beta": 0.2}))
+    assert (options.launcher, options.beta, options.num_processes) == ("accelerate", 0.2, 1)
+    with pytest.raises(PunieError) as e:
+        PeftBackend().check(_config(extra={"lanucher": "accelerate"}))
+    message = str(e.value)
+    assert message.startswith("extra.lanucher: not an option of backend peft (its options: ")
+    assert "launcher" in message and "num_processes" in message and "\n" not in message
