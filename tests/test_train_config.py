@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import tomllib
+from dataclasses import fields
 
 import pytest
 
@@ -110,3 +111,27 @@ def test_staged_run_must_match_the_earlier_adapter_shape(tmp_path):
     config = TrainConfig(model="m", data="d", rank=4, num_layers=-1, from_adapter=str(tmp_path))
     with pytest.raises(PunieError, match="was trained with rank=8, this run has rank=4"):
         check_adapter_fits(config)
+
+
+def test_the_docs_table_of_config_keys_is_generated_from_the_fields():
+    from pathlib import Path
+
+    from punie.train.config import docs_table, replace_docs_table
+
+    docs = Path(__file__).parents[1] / "docs" / "training.md"
+    text = docs.read_text(encoding="utf-8")
+    assert replace_docs_table(text) == text, (
+        "docs/training.md's config table is stale: "
+        "python -m punie.train.config --docs-table docs/training.md"
+    )
+    keys = [f.name for f in fields(TrainConfig)]
+    assert all(f"| `{key}` |" in docs_table() for key in keys)
+
+
+def test_train_options_help_is_the_fields_help():
+    from punie.train.config import field_help
+
+    result = punie("train", "--help")
+    flat = " ".join(result.stdout.replace("│", " ").split())
+    assert " ".join(field_help("batch_size").split()) in flat  # "rows per step"
+    assert "LoRA rank" in flat and field_help("rank") == "LoRA rank"

@@ -21,6 +21,7 @@ from rich.table import Table
 
 from punie.train import runs
 from punie.train.callbacks import TrainingCallback
+from punie.train.config import field_help
 from punie.train.records import MetricsRecord
 from punie.train.rundir import RunDir
 
@@ -82,35 +83,31 @@ def train_command(
         Path | None,
         typer.Argument(help="Config file (.toml, .yaml or .json); see docs/training.md."),
     ] = None,
-    model: Annotated[str | None, typer.Option(help="Model folder or hub id.")] = None,
-    data: Annotated[
-        str | None, typer.Option(help="Folder with train.jsonl and valid.jsonl.")
-    ] = None,
+    model: Annotated[str | None, typer.Option(help=field_help("model"))] = None,
+    data: Annotated[str | None, typer.Option(help=field_help("data"))] = None,
     name: Annotated[
         str | None, typer.Option(help="Run name: the run folder is RUNS_DIR/NAME.")
     ] = None,
     runs_dir: RunsDir = runs.DEFAULT_RUNS_DIR,
-    fine_tune_type: Annotated[str | None, typer.Option(help="lora, dora or full.")] = None,
-    iters: Annotated[int | None, typer.Option(help="Optimizer steps to train for.")] = None,
-    epochs: Annotated[
-        float | None, typer.Option(help="Passes over train.jsonl (sets iters).")
-    ] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Rows per step.")] = None,
-    learning_rate: Annotated[float | None, typer.Option(help="Peak learning rate.")] = None,
-    rank: Annotated[int | None, typer.Option(help="LoRA rank.")] = None,
+    fine_tune_type: Annotated[str | None, typer.Option(help=field_help("fine_tune_type"))] = None,
+    iters: Annotated[int | None, typer.Option(help=field_help("iters"))] = None,
+    epochs: Annotated[float | None, typer.Option(help=field_help("epochs"))] = None,
+    batch_size: Annotated[int | None, typer.Option(help=field_help("batch_size"))] = None,
+    learning_rate: Annotated[float | None, typer.Option(help=field_help("learning_rate"))] = None,
+    rank: Annotated[int | None, typer.Option(help=field_help("rank"))] = None,
     mask_prompt: Annotated[
         bool | None,
         typer.Option(
             "--mask-prompt/--no-mask-prompt",
-            help="Train only on assistant turns (all of them), not on prompts.",
+            help=field_help("mask_prompt"),
         ),
     ] = None,
     from_adapter: Annotated[
         str | None,
-        typer.Option(help="Start from this adapter (a run folder, its best/, or a file)."),
+        typer.Option(help=field_help("from_adapter")),
     ] = None,
-    backend: Annotated[str | None, typer.Option(help="Training backend (mlx, peft).")] = None,
-    method: Annotated[str | None, typer.Option(help="Training method: sft, or dpo (peft).")] = None,
+    backend: Annotated[str | None, typer.Option(help=field_help("backend"))] = None,
+    method: Annotated[str | None, typer.Option(help=field_help("method"))] = None,
     launcher: Annotated[
         str | None,
         typer.Option(help="peft backend: `accelerate` runs `accelerate launch` (DDP/FSDP/ZeRO)."),

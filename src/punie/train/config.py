@@ -17,7 +17,7 @@ import tomllib
 import types
 import typing
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,40 +32,114 @@ CUT_ROWS = ("skip", "refuse")
 SEED_MAX = 2**32 - 1  # numpy's seed range; MLX takes any uint64
 
 
+def _help(text: str, shown: str | None = None) -> dict[str, str]:
+    """A field's help (docs and CLI) and, where the default is not the plain value, how the
+    docs show it."""
+    return {"help": text, "shown": shown} if shown else {"help": text}
+
+
 @dataclass(frozen=True)
 class TrainConfig:
-    model: str
-    data: str
-    adapter_path: str = "adapters/run"  # the run folder
-    backend: str = "mlx"
-    method: str = "sft"
-    fine_tune_type: str = "lora"
-    rank: int = 8
-    scale: float = 20.0
-    dropout: float = 0.0
-    num_layers: int = 16
-    target_modules: tuple[str, ...] | None = None
-    optimizer: str = "adam"
-    weight_decay: float | None = None  # None: the optimizer's own default
-    learning_rate: float = 1e-5
-    lr_schedule: str = "constant"
-    warmup_steps: int = 0
-    batch_size: int = 4
-    grad_accumulation_steps: int = 1
-    iters: int = 1000
-    epochs: float | None = None
-    max_seq_length: int = 2048
-    mask_prompt: bool = False
-    grad_checkpoint: bool = False
-    seed: int = 0
-    steps_per_report: int = 10
-    steps_per_eval: int = 200
-    val_batches: int = 25
-    save_every: int = 100
-    patience: int | None = None
-    from_adapter: str | None = None
-    cut_rows: str = "skip"  # rows whose trained tokens all lie past max_seq_length
-    extra: dict[str, Any] = field(default_factory=dict)
+    """One training run's settings; each field's help is its `metadata["help"]`."""
+
+    model: str = field(
+        metadata=_help(
+            "model folder or hub id; a quantized model (`mlx_lm convert -q`) means QLoRA"
+        )
+    )
+    data: str = field(
+        metadata=_help("folder with `train.jsonl`, `valid.jsonl` (chat, completions or text rows)")
+    )
+    adapter_path: str = field(
+        default="adapters/run",
+        metadata=_help(
+            "the run folder; `--name N` sets it to `<runs-dir>/N`",
+            shown="`adapters/<model>-<time>`",
+        ),
+    )
+    backend: str = field(
+        default="mlx",
+        metadata=_help("training backend (entry point in `punie.backends`; `peft` if installed)"),
+    )
+    method: str = field(
+        default="sft", metadata=_help("training method; the backend lists what it supports")
+    )
+    fine_tune_type: str = field(default="lora", metadata=_help("`lora`, `dora` or `full`"))
+    rank: int = field(default=8, metadata=_help("LoRA rank"))
+    scale: float = field(
+        default=20.0, metadata=_help("mlx_lm's LoRA multiplier (PEFT's alpha = scale × rank)")
+    )
+    dropout: float = field(default=0.0, metadata=_help("LoRA dropout"))
+    num_layers: int = field(default=16, metadata=_help("last N blocks adapted; -1 for all"))
+    target_modules: tuple[str, ...] | None = field(
+        default=None,
+        metadata=_help(
+            'e.g. `["self_attn.q_proj", "self_attn.v_proj"]` (mlx_lm `keys`); a name the model '
+            "lacks is refused (mlx_lm would skip it silently)",
+            shown="all linear layers",
+        ),
+    )
+    optimizer: str = field(
+        default="adam", metadata=_help("`adam`, `adamw`, `sgd`, `adafactor`, `muon`")
+    )
+    weight_decay: float | None = field(
+        default=None, metadata=_help("for adamw, sgd, muon", shown="optimizer default")
+    )
+    learning_rate: float = field(default=1e-5, metadata=_help("peak rate"))
+    lr_schedule: str = field(
+        default="constant", metadata=_help("`constant` or `cosine` (decays to 0 at `iters`)")
+    )
+    warmup_steps: int = field(default=0, metadata=_help("linear warmup from 0, then the schedule"))
+    batch_size: int = field(default=4, metadata=_help("rows per step"))
+    grad_accumulation_steps: int = field(default=1, metadata=_help("steps per optimizer update"))
+    iters: int = field(default=1000, metadata=_help("iterations (optimizer steps)"))
+    epochs: float | None = field(
+        default=None,
+        metadata=_help("passes over train.jsonl; sets `iters` = ceil(epochs × rows // batch_size)"),
+    )
+    max_seq_length: int = field(
+        default=2048,
+        metadata=_help(
+            "longer rows are truncated; see "
+            "[Rows cut by max_seq_length](#rows-cut-by-max_seq_length)"
+        ),
+    )
+    mask_prompt: bool = field(
+        default=False, metadata=_help("train only on assistant turns, **all of them** (see below)")
+    )
+    grad_checkpoint: bool = field(default=False, metadata=_help("trade compute for memory"))
+    seed: int = field(
+        default=0,
+        metadata=_help("seeds numpy and MLX in mlx_lm's order; 0 to 2³²−1 (numpy's range)"),
+    )
+    steps_per_report: int = field(default=10, metadata=_help("train-loss records in metrics.jsonl"))
+    steps_per_eval: int = field(
+        default=200, metadata=_help("validation cadence (also before step 1 and after the last)")
+    )
+    val_batches: int = field(default=25, metadata=_help("validation batches; -1 for the whole set"))
+    save_every: int = field(
+        default=100, metadata=_help("checkpoint cadence (weights + optimizer + batch order + RNG)")
+    )
+    patience: int | None = field(
+        default=None, metadata=_help("stop after this many validations without a new best")
+    )
+    from_adapter: str | None = field(
+        default=None,
+        metadata=_help("start from an earlier adapter (same type, rank, layers, modules)"),
+    )
+    cut_rows: str = field(
+        default="skip",
+        metadata=_help(
+            "a row with no trained token within `max_seq_length`: `skip` it (one warning) "
+            "or `refuse` the run"
+        ),
+    )
+    extra: dict[str, Any] = field(
+        default_factory=dict,
+        metadata=_help(
+            "backend-specific options, checked by the backend (see below)", shown="`{}`"
+        ),
+    )
 
     def __post_init__(self) -> None:
         if isinstance(self.target_modules, list):
@@ -291,3 +365,67 @@ def _toml_value(value: Any) -> str:
         inner = ", ".join(f"{json.dumps(k)} = {_toml_value(v)}" for k, v in value.items())
         return "{ " + inner + " }"
     raise PunieError(f"cannot write {value!r} as TOML")
+
+
+def field_help(name: str) -> str:
+    """A config key's help, as written beside its field (for the CLI's options)."""
+    for f in fields(TrainConfig):
+        if f.name == name:
+            return f.metadata["help"]
+    raise KeyError(name)
+
+
+def _shown_default(f: Any) -> str:
+    if "shown" in f.metadata:
+        return f.metadata["shown"]
+    if f.default is MISSING and f.default_factory is MISSING:
+        return "required"
+    value = f.default
+    if value is None:
+        return "not set"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f"`{value}`"
+    return repr(value)
+
+
+DOCS_TABLE_START = "<!-- config-table: generated by `python -m punie.train.config --docs-table` -->"
+DOCS_TABLE_END = "<!-- config-table: end -->"
+
+
+def docs_table() -> str:
+    """The Markdown table of config keys in docs/training.md, from the fields' help."""
+    lines = ["| key | default | meaning |", "|---|---|---|"]
+    for f in fields(TrainConfig):
+        lines.append(f"| `{f.name}` | {_shown_default(f)} | {f.metadata['help']} |")
+    return "\n".join(lines) + "\n"
+
+
+def replace_docs_table(text: str) -> str:
+    """`text` (docs/training.md) with the table between its markers rendered afresh."""
+    head, start, rest = text.partition(DOCS_TABLE_START)
+    _, end, tail = rest.partition(DOCS_TABLE_END)
+    if not start or not end:
+        raise PunieError(f"docs: the config table markers are missing ({DOCS_TABLE_START})")
+    return f"{head}{start}\n{docs_table()}{end}{tail}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m punie.train.config --docs-table [FILE]`: print the table, or rewrite FILE's."""
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    if not args or args[0] != "--docs-table":
+        print("usage: python -m punie.train.config --docs-table [docs/training.md]")
+        return 2
+    if len(args) == 1:
+        print(docs_table(), end="")
+        return 0
+    path = Path(args[1])
+    path.write_text(replace_docs_table(path.read_text(encoding="utf-8")), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
