@@ -25,16 +25,7 @@ from typing import Any
 from punie.data import jsonfile
 from punie.data.calltext import from_glaive
 from punie.data.convert_base import ConvertError, Notes
-from punie.data.formats import (
-    DataFile,
-    Problem,
-    RowError,
-    dataset_files,
-    detect_kind,
-    lines,
-    parse,
-    role_order,
-)
+from punie.data.files import DataFile, dataset_files, lines, parse
 from punie.data.llamafactory import (
     KTO_REASON,
     converter_for,
@@ -45,11 +36,12 @@ from punie.data.llamafactory import (
 from punie.data.messages import from_openai
 from punie.data.output import Output, open_output
 from punie.data.pipeline import output_splits, rejects_path
+from punie.data.schema import Problem, RowError, detect_kind, role_order
 from punie.data.validate import row_checks
 from punie.data.xlam import from_xlam
 from punie.errors import PunieError
 
-# Keys that decide what a row is (formats.detect_kind) or that converters write.
+# Keys that decide what a row is (schema.detect_kind) or that converters write.
 RESERVED = {"messages", "prompt", "completion", "text", "chosen", "rejected", "tools"}
 
 

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from punie.data.checks import at_least, share
-from punie.data.formats import Record, dataset_files, prompts, records, texts
+from punie.data.files import Record, dataset_files, records
 from punie.data.pipeline import keep_rows
+from punie.data.rows import prompts, texts
 
 _WORD = re.compile(r"\w+")
 MAX_LISTED = 10_000

@@ -23,8 +23,9 @@ from pathlib import Path
 import numpy as np
 
 from punie.data import jsonfile, minhash
-from punie.data.formats import Record, content_key
+from punie.data.files import Record
 from punie.data.pipeline import keep_rows
+from punie.data.rows import content_key
 from punie.data.seen import Buckets, FirstSeen
 
 ORDER = ("test", "valid", "train", "")

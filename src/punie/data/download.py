@@ -17,8 +17,9 @@ from pathlib import Path
 from punie.data import sample
 from punie.data.checks import at_least
 from punie.data.convert import convert_rows, jsonl_rows
-from punie.data.formats import DataFile, Problem
+from punie.data.files import DataFile
 from punie.data.output import Output, open_output
+from punie.data.schema import Problem
 from punie.errors import PunieError
 
 _PATTERNS = ["*.jsonl", "*.json", "*.parquet", "**/*.jsonl", "**/*.json", "**/*.parquet"]

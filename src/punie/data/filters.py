@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from punie.data.checks import at_least
-from punie.data.formats import texts, tool_calls
 from punie.data.pipeline import keep_rows
+from punie.data.rows import texts, tool_calls
 from punie.errors import PunieError
 
 

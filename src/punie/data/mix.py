@@ -27,7 +27,7 @@ from typing import IO
 
 from punie.data.checks import at_least
 from punie.data.dedupe import exact_hash
-from punie.data.formats import SPLITS, DataFile, dataset_files, lines, records
+from punie.data.files import SPLITS, DataFile, dataset_files, lines, records
 from punie.data.output import Output, open_output
 from punie.data.seen import FirstSeen
 from punie.errors import PunieError

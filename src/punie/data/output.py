@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from punie import __version__, jsonl
-from punie.data.formats import DataFile, Problem
+from punie.data.files import DataFile
+from punie.data.schema import Problem
 from punie.errors import PunieError
 from punie.fsio import (
     atomic_dir,

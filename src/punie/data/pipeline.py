@@ -12,8 +12,9 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from punie.data.formats import SPLITS, Problem, Record, all_files, records
+from punie.data.files import SPLITS, Record, all_files, records
 from punie.data.output import Output, open_output
+from punie.data.schema import Problem
 from punie.errors import PunieError
 
 Decide = Callable[[Record], str | None]

@@ -13,7 +13,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from punie.data.formats import tool_calls
+from punie.data.rows import tool_calls
 from punie.errors import PunieError
 
 # Tokenizing a row costs time and memory in proportion to its length (a 50 MB row took 96 s and

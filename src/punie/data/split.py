@@ -17,8 +17,8 @@ import random
 from collections import Counter
 from pathlib import Path
 
+from punie.data.files import Record, dataset_files, records
 from punie.data.filters import _field
-from punie.data.formats import Record, dataset_files, records
 from punie.data.output import Output, open_output
 from punie.errors import PunieError
 

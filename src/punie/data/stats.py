@@ -13,7 +13,8 @@ from pathlib import Path
 
 from punie.data.checks import at_least
 from punie.data.dedupe import exact_hash
-from punie.data.formats import dataset_files, records, tool_calls
+from punie.data.files import dataset_files, records
+from punie.data.rows import tool_calls
 from punie.data.seen import FirstSeen
 
 

@@ -14,17 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from punie.data.formats import (
-    Problem,
-    check_row,
-    dataset_files,
-    detect_kind,
-    lines,
-    parse,
-    role_order,
-    unknown_kind_reason,
-)
+from punie.data.files import dataset_files, lines, parse
 from punie.data.render import surely_too_long
+from punie.data.schema import Problem, check_row, detect_kind, role_order, unknown_kind_reason
 
 
 @dataclass(frozen=True)
