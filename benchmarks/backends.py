@@ -28,6 +28,7 @@ from punie.fsio import write_jsonl
 from punie.model.tiny import build_tiny_model
 from punie.train.config import TrainConfig
 from punie.train.launch import start
+from punie.train.rundir import RunDir
 from punie.train.runs import read_metrics
 
 # benchmarks/datasets.py would shadow Hugging Face `datasets` (TRL imports it) for a script run
@@ -43,7 +44,7 @@ def run(backend: str, model: Path, data: Path, out: Path, args) -> dict:
         steps_per_eval=args.iters, val_batches=2, save_every=args.iters, seed=0,
     )  # fmt: skip
     result = start(config, overwrite=True)
-    metrics = read_metrics(result.run_dir / "metrics.jsonl")
+    metrics = read_metrics(RunDir(result.run_dir).metrics)
     speeds = [r["tokens_per_second"] for r in metrics if r.get("train_loss") is not None][1:]
     return {
         "backend": backend,

@@ -32,6 +32,7 @@ from punie.model.tiny import build_tiny_model
 from punie.proc import child_env
 from punie.train.config import TrainConfig, to_toml
 from punie.train.mlx import lora_command, lora_yaml
+from punie.train.rundir import RunDir
 from punie.train.runs import read_metrics
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -84,7 +85,7 @@ def main() -> None:
         wall_b, stdout = timed(lora_command(theirs, yaml_path))
         ours_losses = {
             m["iteration"]: m["train_loss"]
-            for m in read_metrics(Path(ours.adapter_path) / "metrics.jsonl")
+            for m in read_metrics(RunDir(Path(ours.adapter_path)).metrics)
             if "train_loss" in m
         }
         theirs_losses = bare_losses(stdout)

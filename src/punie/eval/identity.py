@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from punie.fsio import file_sha256
+from punie.train.rundir import ADAPTER_CONFIG, ADAPTER_WEIGHTS
 
 MODEL_FILES = ("*.safetensors", "*.json", "*.jinja", "tokenizer.model", "*.tiktoken")
-ADAPTER_FILES = ("adapters.safetensors", "adapter_config.json")
+ADAPTER_FILES = (ADAPTER_WEIGHTS, ADAPTER_CONFIG)
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from punie.eval.suite import Suite
 from punie.fsio import check_file_replaceable, file_in, safe_file_name
 from punie.report.html import write_report
 from punie.serve.server import STARTUP_TIMEOUT_S, Server
+from punie.train.rundir import ADAPTER_WEIGHTS, RunDir, has_adapter
 
 
 @dataclass(frozen=True)
@@ -83,8 +84,8 @@ def _check_suite_names(suites: list[Suite]) -> None:
 
 
 def _check_adapter(adapter: str) -> None:
-    if not (Path(adapter) / "adapters.safetensors").is_file():
-        raise PunieError(f"{adapter}: not an adapter folder (no adapters.safetensors)")
+    if not has_adapter(adapter):
+        raise PunieError(f"{adapter}: not an adapter folder (no {ADAPTER_WEIGHTS})")
 
 
 def _check_outputs(plan: EvalPlan, suites: list[Suite], run_dir: Path) -> None:
@@ -139,7 +140,7 @@ def run_eval(plan: EvalPlan, on_case: Callable[[str, CaseResult], None] | None =
                 str(Path(adapter).resolve()) if adapter and not plan.base_url else adapter
             )
             target = Target(base_url, model=model, adapter=adapter_path, api_key=plan.api_key)
-            metrics = Path(adapter) / "metrics.jsonl" if adapter else None
+            metrics = RunDir(Path(adapter)).metrics if adapter else None
             for suite in suites:
                 result = run_suite(
                     suite,

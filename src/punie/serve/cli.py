@@ -51,10 +51,11 @@ def serve(
     from punie.errors import PunieError
     from punie.model.resolve import resolve_model
     from punie.serve.server import Server
+    from punie.train.rundir import ADAPTER_WEIGHTS, has_adapter
 
     folder = resolve_model(model)
-    if adapter and not (adapter / "adapters.safetensors").is_file():
-        raise PunieError(f"{adapter}: not an adapter folder (no adapters.safetensors)")
+    if adapter and not has_adapter(adapter):
+        raise PunieError(f"{adapter}: not an adapter folder (no {ADAPTER_WEIGHTS})")
     server = Server(
         folder,
         adapter=adapter,

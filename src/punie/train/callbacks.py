@@ -62,13 +62,6 @@ class TrainingCallback:
     def on_stage_end(self, stage: str, iteration: int, status: str) -> None:
         pass
 
-    def on_metrics(self, record: MetricsRecord) -> None:
-        """Route a record to the train or validation report."""
-        if record.is_train:
-            self.on_train_report(record)
-        if record.is_validation:
-            self.on_validation_report(record)
-
 
 class Callbacks(TrainingCallback):
     """Several callbacks as one, called in order."""

@@ -2,7 +2,7 @@
 
 `start(config)` checks everything it can before any process starts (config values, the data
 folder, the backend's own `check`), writes the run folder's `config.json` and a `running` record,
-hands the run to `backend.train(config, run_dir, on_metrics)`, and finally marks the record
+hands the run to `backend.train(config, run, events)`, and finally marks the record
 completed, interrupted (Ctrl-C, or the trainer stopped by a signal) or failed. A backend resumes
 when the run folder it is given holds its checkpoint; `start(..., resume=True)` is how a caller
 asks for that, and a fresh run refuses a folder that already holds a run unless told to replace it.
