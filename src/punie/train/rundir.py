@@ -98,6 +98,11 @@ class RunDir:
         """Where a trainer may write its own files during the run; removed at the end."""
         return self.path / ".trainer"
 
+    @property
+    def mlx_lm_scratch(self) -> Path:
+        """Where mlx_lm's trainer saves its unchecked final weights; removed when it returns."""
+        return self.path / ".mlx_lm-final.safetensors"
+
     def is_run(self) -> bool:
         return self.record.is_file()
 

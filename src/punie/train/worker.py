@@ -22,7 +22,7 @@ from pathlib import Path
 
 from punie.errors import PunieError
 from punie.train.events import EventChannel
-from punie.train.rundir import RunDir
+from punie.train.rundir import RunDir, adapter_config_file
 
 INTERRUPTED_EXIT = 130
 FAILED_EXIT = 2
@@ -92,9 +92,9 @@ def run(run: RunDir, events: EventChannel) -> int:
         events.send("done", iteration=loop.completed)
         return 0
 
-    write_json(run.adapter / "adapter_config.json", adapter_config(config))
+    write_json(adapter_config_file(run.adapter), adapter_config(config))
     events.send("started", iteration=loop.completed, iters=config.iters)
-    scratch = run.path / ".mlx_lm-final.safetensors"
+    scratch = run.mlx_lm_scratch
     args = TrainingArgs(
         batch_size=config.batch_size,
         iters=config.iters - loop.completed,
