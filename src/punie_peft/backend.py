@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from punie.backends.base import Capabilities, MetricsCallback
-from punie.errors import PunieError
+from punie.errors import BackendError
 from punie_peft import mapping
 
 LIBRARIES = ("torch", "transformers", "peft", "trl", "accelerate")
@@ -42,7 +42,7 @@ def launch_plan(config: Any):
 
     launcher = mapping.option(config, "launcher", "local")
     if launcher not in LAUNCHERS:
-        raise PunieError(f"launcher: {launcher!r} is not one of {', '.join(LAUNCHERS)}")
+        raise BackendError(f"launcher: {launcher!r} is not one of {', '.join(LAUNCHERS)}")
     if launcher == "local":
         return None
     return Launch(
@@ -77,16 +77,16 @@ class PeftBackend:
     def check(self, config: Any) -> None:
         missing = missing_libraries()
         if missing:
-            raise PunieError(
+            raise BackendError(
                 f"backend peft: {', '.join(missing)} not installed; pip install 'punie[cuda]'"
             )
         mapping.method(config)
         mapping.device_request(config)
         bits = mapping.quantize_bits(config)
         if bits and config.fine_tune_type == "full":
-            raise PunieError("quantize: 4-bit QLoRA trains an adapter; use lora or dora")
+            raise BackendError("quantize: 4-bit QLoRA trains an adapter; use lora or dora")
         if mapping.option(config, "from_adapter"):
-            raise PunieError("from_adapter: not supported by backend peft yet (train afresh)")
+            raise BackendError("from_adapter: not supported by backend peft yet (train afresh)")
         plan = launch_plan(config)
         if plan is not None:
             from punie_peft.launcher import accelerate_command

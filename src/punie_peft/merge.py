@@ -13,7 +13,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from punie.errors import PunieError
+from punie.errors import BackendError
 from punie.fsio import atomic_dir
 from punie.model.resolve import resolve_model
 from punie.train.runs import CONFIG_FILE
@@ -28,7 +28,7 @@ def merge_adapter(base: str | Path, adapter: Path, out: Path) -> Path:
 
     adapter = Path(adapter)
     if not (adapter / CONFIG).exists():
-        raise PunieError(f"merge: {adapter / CONFIG}: missing (is {adapter} an adapter folder?)")
+        raise BackendError(f"merge: {adapter / CONFIG}: missing (is {adapter} an adapter folder?)")
     base_dir = resolve_model(base)
     with tempfile.TemporaryDirectory() as scratch:
         if is_mlx_adapter(adapter):
@@ -67,7 +67,7 @@ def fuse_run(run_dir: Path, out: Path) -> Path:
     run_dir = Path(run_dir)
     config_path = run_dir / CONFIG_FILE
     if not config_path.exists():
-        raise PunieError(f"fuse: {config_path}: missing (is {run_dir} a run folder?)")
+        raise BackendError(f"fuse: {config_path}: missing (is {run_dir} a run folder?)")
     config = json.loads(config_path.read_text(encoding="utf-8"))
     if config.get("fine_tune_type") == "full":  # a full fine-tune already is a whole model
         with atomic_dir(out, kind="model") as tmp:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from importlib.metadata import entry_points
 
 from punie.backends.base import Backend, Capabilities
-from punie.errors import PunieError
+from punie.errors import BackendError
 
 GROUP = "punie.backends"
 
@@ -23,7 +23,7 @@ def get_backend(name: str) -> Backend:
     eps = available()
     if name not in eps:
         known = ", ".join(sorted(eps)) or "none"
-        raise PunieError(f"backend: {name!r} is not installed (installed: {known})")
+        raise BackendError(f"backend: {name!r} is not installed (installed: {known})")
     factory = eps[name].load()
     return factory()
 

@@ -233,7 +233,7 @@ def compare(
 ) -> None:
     """Compare runs of the same suites: deltas with 95% intervals per category, McNemar's exact
     test on the shared cases, and the cases that flipped each way."""
-    from punie.errors import PunieError
+    from punie.errors import EvalError
     from punie.eval.session import load_results
     from punie.report.compare import compare as compare_runs
     from punie.report.html import write_report
@@ -247,7 +247,7 @@ def compare(
         else:
             comparisons.append(compare_runs(firsts[r.suite], r))
     if not comparisons:
-        raise PunieError("nothing to compare: give at least two runs of the same suite")
+        raise EvalError("nothing to compare: give at least two runs of the same suite")
     if out:
         write_report(out, results, title="Punie compare: " + " vs ".join(r.label for r in results))
     if as_json:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from punie.errors import PunieError
+from punie.errors import EvalError
 from punie.eval.cache import ResponseCache, default_cache_dir
 from punie.eval.client import REQUEST_TIMEOUT_S, Sampling, Target
 from punie.eval.runner import CaseResult, EvalResult, run_suite
@@ -76,7 +76,7 @@ def _check_suite_names(suites: list[Suite]) -> None:
     for s in suites:
         other = seen.setdefault(s.name.casefold(), s)
         if other is not s:
-            raise PunieError(
+            raise EvalError(
                 f"{s.path}: suite name {s.name!r} is also the name of {other.path} "
                 f"({other.name!r}; names are compared ignoring case); rename one"
             )
@@ -84,7 +84,7 @@ def _check_suite_names(suites: list[Suite]) -> None:
 
 def _check_adapter(adapter: str) -> None:
     if not (Path(adapter) / "adapters.safetensors").is_file():
-        raise PunieError(f"{adapter}: not an adapter folder (no adapters.safetensors)")
+        raise EvalError(f"{adapter}: not an adapter folder (no adapters.safetensors)")
 
 
 def _check_outputs(plan: EvalPlan, suites: list[Suite], run_dir: Path) -> None:
@@ -167,7 +167,7 @@ def load_results(paths: list[Path]) -> list[EvalResult]:
         if p.is_dir():
             found = sorted(f for f in p.glob("*.json") if f.name.count(".") >= 2)
             if not found:
-                raise PunieError(f"{p}: no results files (<suite>.<label>.json) in this folder")
+                raise EvalError(f"{p}: no results files (<suite>.<label>.json) in this folder")
             out += [EvalResult.read(f) for f in found]
         else:
             out.append(EvalResult.read(p))

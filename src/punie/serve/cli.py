@@ -48,13 +48,13 @@ def serve(
     Requests should name the model folder as `model` (and the adapter folder as `adapters`); a
     request without `model` gets the model and adapter given here. Ctrl-C stops the server and
     everything it started."""
-    from punie.errors import PunieError
+    from punie.errors import ServerError
     from punie.model.resolve import resolve_model
     from punie.serve.server import Server
 
     folder = resolve_model(model)
     if adapter and not (adapter / "adapters.safetensors").is_file():
-        raise PunieError(f"{adapter}: not an adapter folder (no adapters.safetensors)")
+        raise ServerError(f"{adapter}: not an adapter folder (no adapters.safetensors)")
     server = Server(
         folder,
         adapter=adapter,
@@ -71,4 +71,4 @@ def serve(
         code = server.wait()
         ended = server.status()
     if code:
-        raise PunieError(ended or f"mlx_lm.server exited with code {code}")
+        raise ServerError(ended or f"mlx_lm.server exited with code {code}")

@@ -16,7 +16,7 @@ import subprocess
 from pathlib import Path
 
 from punie.backends.base import MetricsCallback
-from punie.errors import PunieError
+from punie.errors import BackendError, TrainingInterrupted
 from punie.logecho import LogEcho
 from punie.proc import child_process, python_module
 from punie.train.config import TrainConfig
@@ -31,8 +31,6 @@ def worker_command(run_dir: Path) -> list[str]:
 
 def run_worker(run_dir: Path, on_metrics: MetricsCallback | None = None) -> dict:
     """Run the worker to its end; return its last event. Raises PunieError if it failed."""
-    from punie.train.launch import TrainingInterrupted
-
     run_dir = Path(run_dir)
     log = run_dir / "train.log"
     last: dict = {}
@@ -64,9 +62,9 @@ def run_worker(run_dir: Path, on_metrics: MetricsCallback | None = None) -> dict
         )
     if code != 0:
         if error:
-            raise PunieError(error)
+            raise BackendError(error)
         tail = " | ".join(log.read_text(errors="replace").strip().splitlines()[-3:])
-        raise PunieError(f"trainer exited with code {code}: {tail} (log: {log})")
+        raise BackendError(f"trainer exited with code {code}: {tail} (log: {log})")
     return last
 
 

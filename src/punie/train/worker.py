@@ -558,7 +558,7 @@ def main(argv: list[str] | None = None) -> int:
         raise
     except PunieError as e:  # bad training data (file:line: reason): one line, not a traceback
         events.send("error", message=str(e))
-        return e.exit_code
+        return 2
 
 
 if __name__ == "__main__":
