@@ -166,8 +166,9 @@ def exit_code(error: PunieError) -> int:
 
 
 def main() -> None:
-    """Entry point: PunieError becomes a one-line message and its exit code (EXIT_CODES); Ctrl-C exits 130,
-    SIGTERM and SIGHUP take the same way out and exit 128 + the signal's number."""
+    """Entry point: PunieError becomes a one-line message and its exit code (EXIT_CODES);
+    Ctrl-C exits 130, SIGTERM and SIGHUP take the same way out and exit 128 + the signal's
+    number."""
     from punie.proc import stop_on_signals
 
     warnings.showwarning = _show_warning
