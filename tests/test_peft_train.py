@@ -89,7 +89,7 @@ def mlx_greedy(*specs: tuple[Path, Path | None], n: int = 12) -> list[list[int]]
 
 @pytest.fixture(scope="module")
 def merged(lora_run, tmp_path_factory):
-    return PeftBackend().fuse(lora_run.run_dir, tmp_path_factory.mktemp("merged") / "model")
+    return PeftBackend().fuse(lora_run.run_dir, tmp_path_factory.mktemp("merged") / "model").out
 
 
 @pytest.fixture(scope="module")

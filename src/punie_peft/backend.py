@@ -16,7 +16,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from punie.backends.base import Capabilities, MetricsCallback
+from punie.backends.base import Capabilities, FuseResult, MetricsCallback
 from punie.errors import BackendError
 from punie_peft import mapping
 
@@ -103,7 +103,23 @@ class PeftBackend:
 
         return run_accelerate(config, Path(run_dir), plan, on_metrics)
 
-    def fuse(self, run_dir: Path, out: Path, **options: Any) -> Path:
+    def fuse(
+        self,
+        run_dir: Path,
+        out: Path,
+        *,
+        checkpoint: str = "best",
+        dequantize: bool = False,
+        gguf: bool = False,
+        parity: bool = True,
+    ) -> FuseResult:
+        """PEFT's merge_and_unload. A peft run keeps one adapter (no `best/`), so `best` is the
+        final one, as for an mlx run without validation; the merge has no parity check."""
         from punie_peft.merge import fuse_run
 
+        if checkpoint not in ("best", "final"):
+            raise BackendError(f"--checkpoint: {checkpoint!r} is not one of best, final")
+        for flag, asked in (("--gguf", gguf), ("--dequantize", dequantize)):
+            if asked:
+                raise BackendError(f"{flag}: not supported by backend peft (fuse without it)")
         return fuse_run(Path(run_dir), Path(out))

@@ -13,6 +13,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from punie.backends.base import FuseResult
 from punie.errors import BackendError
 from punie.fsio import atomic_dir
 from punie.model.resolve import resolve_model
@@ -62,7 +63,7 @@ def keep_base_config(base_dir: Path, out: Path) -> None:
     shutil.copyfile(Path(base_dir) / "config.json", Path(out) / "config.json")
 
 
-def fuse_run(run_dir: Path, out: Path) -> Path:
+def fuse_run(run_dir: Path, out: Path) -> FuseResult:
     """Merge a peft-backend run's adapter into the base model named in its config.json."""
     run_dir = Path(run_dir)
     config_path = run_dir / CONFIG_FILE
@@ -72,5 +73,6 @@ def fuse_run(run_dir: Path, out: Path) -> Path:
     if config.get("fine_tune_type") == "full":  # a full fine-tune already is a whole model
         with atomic_dir(out, kind="model") as tmp:
             shutil.copytree(run_dir / "model", tmp, dirs_exist_ok=True)
-        return Path(out)
-    return merge_adapter(config["model"], run_dir / "peft", out)
+        return FuseResult(out=Path(out), run=run_dir.name, adapter=run_dir / "model")
+    merge_adapter(config["model"], run_dir / "peft", out)
+    return FuseResult(out=Path(out), run=run_dir.name, adapter=run_dir / "peft")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from importlib.metadata import entry_points
 
-from punie.backends.base import Backend, Capabilities
+from punie.backends.base import Backend, Capabilities, FuseResult
 from punie.errors import BackendError
 
 GROUP = "punie.backends"
@@ -28,4 +28,4 @@ def get_backend(name: str) -> Backend:
     return factory()
 
 
-__all__ = ["Backend", "Capabilities", "GROUP", "available", "get_backend"]
+__all__ = ["Backend", "Capabilities", "FuseResult", "GROUP", "available", "get_backend"]

@@ -8,7 +8,7 @@ unsupported request before anything starts.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -20,6 +20,27 @@ class Capabilities:
     quantized_base: bool = False  # QLoRA
     multi_process: bool = False
     notes: str = ""
+
+
+@dataclass(frozen=True)
+class FuseResult:
+    """What `Backend.fuse` wrote: the model folder, which adapter went in, and the checks made."""
+
+    out: Path
+    run: str
+    adapter: Path
+    gguf: Path | None = None
+    modelfile: Path | None = None  # an Ollama Modelfile, where the backend writes one
+    parity: list[dict[str, Any]] = field(default_factory=list)  # prompts checked, if any
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        return {k: str(v) if isinstance(v, Path) else v for k, v in data.items()}
+
+    def summary(self) -> str:
+        checked = f"parity ok on {len(self.parity)} prompts" if self.parity else "parity skipped"
+        gguf = f", gguf {self.gguf}" if self.gguf else ""
+        return f"fused {self.run} ({self.adapter.name}) into {self.out}{gguf}; {checked}"
 
 
 # Called with one metrics record (the dict written to metrics.jsonl) as training goes, or with
@@ -39,5 +60,15 @@ class Backend(Protocol):
     def train(self, config: Any, run_dir: Path, on_metrics: MetricsCallback | None = None) -> Path:
         """Train; write the adapter and metrics.jsonl into `run_dir`; return the adapter path."""
 
-    def fuse(self, run_dir: Path, out: Path, **options: Any) -> Path:
-        """Merge the run's adapter into its base model; write a loadable model folder to `out`."""
+    def fuse(
+        self,
+        run_dir: Path,
+        out: Path,
+        *,
+        checkpoint: str = "best",
+        dequantize: bool = False,
+        gguf: bool = False,
+        parity: bool = True,
+    ) -> FuseResult:
+        """Merge the run's adapter (`best`, or `final`) into its base model and write a loadable
+        model folder to `out`; refuse (BackendError) an option this backend cannot honour."""

@@ -15,7 +15,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from punie.backends.base import Capabilities, MetricsCallback
+from punie.backends.base import Capabilities, FuseResult, MetricsCallback
 from punie.errors import BackendError
 
 
@@ -83,10 +83,10 @@ class MLXBackend:
         run_worker(Path(run_dir), on_metrics)
         return Path(run_dir)
 
-    def fuse(self, run_dir: Path, out: Path, **options: Any) -> Path:
+    def fuse(self, run_dir: Path, out: Path, **options: Any) -> FuseResult:
         from punie.train.fuse import fuse_run
 
-        return fuse_run(Path(run_dir), Path(out), **options).out
+        return fuse_run(Path(run_dir), Path(out), **options)
 
 
 def weight_modules(folder: Path) -> set[str]:

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import json
 import tempfile
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from punie.backends.base import FuseResult
 from punie.errors import BackendError
 from punie.fsio import atomic_dir, atomic_file, read_jsonl
 from punie.model.resolve import resolve_model
@@ -31,25 +31,6 @@ _FALLBACK_PROMPTS = (
     [{"role": "user", "content": "What does this project do?"}],
     [{"role": "user", "content": "Search the code for TODO."}],
 )
-
-
-@dataclass(frozen=True)
-class FuseResult:
-    out: Path
-    run: str
-    adapter: Path
-    gguf: Path | None
-    modelfile: Path
-    parity: list[dict[str, Any]] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        return {k: str(v) if isinstance(v, Path) else v for k, v in data.items()}
-
-    def summary(self) -> str:
-        checked = f"parity ok on {len(self.parity)} prompts" if self.parity else "parity skipped"
-        gguf = f", gguf {self.gguf}" if self.gguf else ""
-        return f"fused {self.run} ({self.adapter.name}) into {self.out}{gguf}; {checked}"
 
 
 def adapter_folder(run_dir: Path, checkpoint: str) -> Path:
