@@ -21,8 +21,9 @@ Evaluate and compare:
     write_report(path, results)                 an HTML report
     Server(model).start() / with Server(model) as s: ...   a managed mlx_lm.server
 
-Datasets (each writes its output and a manifest.json, and returns an Output):
-    validate_dataset, dataset_stats, convert_dataset, filter_dataset (FilterSpec),
+Datasets (those that write leave a manifest.json beside the output, and return an Output):
+    validate_dataset(path, model=None) -> ValidationSummary    dataset_stats(path) -> DatasetStats
+    sample_dataset (the built-in sample set), convert_dataset, filter_dataset (FilterSpec),
     dedupe_dataset, split_dataset, mix_datasets ([MixSource(path, ratio), ...]),
     merge_datasets, decontaminate_dataset
 
@@ -67,6 +68,7 @@ _EXPORTS: dict[str, str] = {
     "CaseResult": "punie.eval.runner:CaseResult",
     "Comparison": "punie.report.compare:Comparison",
     # datasets
+    "sample_dataset": "punie.data.download:download_sample",
     "validate_dataset": "punie.data.validate:validate",
     "dataset_stats": "punie.data.stats:dataset_stats",
     "convert_dataset": "punie.data.convert:convert_dataset",
@@ -121,6 +123,7 @@ __all__ = [
     "EvalResult",
     "CaseResult",
     "Comparison",
+    "sample_dataset",
     "validate_dataset",
     "dataset_stats",
     "convert_dataset",
@@ -162,6 +165,28 @@ def __dir__() -> list[str]:
     return sorted({*globals(), *__all__})
 
 
+def _keep_api_names() -> None:
+    """`punie.train` is the function, though `punie/train/` is also a subpackage.
+
+    Importing a submodule binds it on its parent (`punie.train = <module>`), which would hide
+    the function the first time anything imports `punie.train.config`. This module's class drops
+    that one binding; the subpackage stays importable (`from punie.train import runs`)."""
+    import sys
+
+    ModuleType = type(sys)  # types.ModuleType, without importing `types`
+
+    class _Punie(ModuleType):
+        def __setattr__(self, name: str, value: object) -> None:
+            if name in _EXPORTS and isinstance(value, ModuleType):
+                return
+            super().__setattr__(name, value)
+
+    sys.modules[__name__].__class__ = _Punie
+
+
+_keep_api_names()
+
+
 TYPE_CHECKING = False  # typing's constant, without importing typing (it costs milliseconds)
 if TYPE_CHECKING:  # what type checkers and editors see; at run time __getattr__ loads these
     from punie.api import (
@@ -183,6 +208,7 @@ if TYPE_CHECKING:  # what type checkers and editors see; at run time __getattr__
     from punie.data.convert import convert_dataset
     from punie.data.decontaminate import decontaminate as decontaminate_dataset
     from punie.data.dedupe import dedupe_dataset
+    from punie.data.download import download_sample as sample_dataset
     from punie.data.filters import FilterSpec, filter_dataset
     from punie.data.mix import Source as MixSource
     from punie.data.mix import merge as merge_datasets

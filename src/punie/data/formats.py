@@ -26,7 +26,7 @@ import orjson
 
 from punie import jsonl
 from punie.data import jsonfile
-from punie.errors import DataError, PunieError
+from punie.errors import DataError
 
 KINDS = ("chat", "completions", "text", "preference")
 ROLES = ("system", "user", "assistant", "tool")
@@ -54,7 +54,7 @@ class Problem:
         return f"{self.path}:{self.line}: {self.field}: {self.reason}"
 
 
-class RowError(PunieError):
+class RowError(DataError):
     def __init__(self, problem: Problem):
         super().__init__(str(problem))
         self.problem = problem

@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from punie.errors import PunieError
+from punie.errors import ServerError
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ class Reply:
         }
 
 
-class RequestFailed(PunieError):
+class RequestFailed(ServerError):
     """A request got no usable answer (connection lost, HTTP error, wrong model)."""
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from punie.backends.base import Capabilities, FuseResult, MetricsCallback
-from punie.errors import BackendError
+from punie.errors import ConfigError
 
 
 def model_config(model: str) -> dict[str, Any] | None:
@@ -27,7 +27,7 @@ def model_config(model: str) -> dict[str, Any] | None:
     try:
         return json.loads((path / "config.json").read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise BackendError(f"model: {path}: not a model folder (no config.json)") from None
+        raise ConfigError(f"model: {path}: not a model folder (no config.json)") from None
 
 
 def is_quantized(model_cfg: dict[str, Any] | None) -> bool:
@@ -59,19 +59,19 @@ class MLXBackend:
         if cfg is not None:
             layers = cfg.get("num_hidden_layers")
             if layers and config.num_layers > layers:
-                raise BackendError(
+                raise ConfigError(
                     f"num_layers: {config.num_layers} is more than the model's {layers} layers "
                     "(use -1 for all)"
                 )
             if config.fine_tune_type == "full" and is_quantized(cfg):
-                raise BackendError(
+                raise ConfigError(
                     "fine_tune_type: full fine-tuning needs an unquantized model; "
                     f"{config.model} is quantized (use lora or dora: QLoRA)"
                 )
             if config.target_modules and config.fine_tune_type != "full":
                 check_target_modules(config, weight_modules(Path(config.model).expanduser()))
         if config.lr_schedule not in ("constant", "cosine"):
-            raise BackendError(
+            raise ConfigError(
                 f"lr_schedule: {config.lr_schedule!r} is not one of constant, cosine"
             )
         if config.from_adapter:
@@ -116,7 +116,7 @@ def check_target_modules(config: Any, modules: set[str]) -> None:
     for name in config.target_modules:
         if not any(m == name or m.endswith(f".{name}") for m in modules):
             in_layers = sorted({m.group(1) for m in map(_IN_LAYER.search, modules) if m})
-            raise BackendError(
+            raise ConfigError(
                 f"target_modules: {name!r} is not a module LoRA can adapt in {config.model} "
                 f"(in each layer: {', '.join(in_layers) or 'none'})"
             )
@@ -132,7 +132,7 @@ def check_adapter_fits(config: Any) -> None:
     try:
         earlier = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise BackendError(
+        raise ConfigError(
             f"from_adapter: {folder}: no adapter_config.json beside the adapter"
         ) from None
     lora = earlier.get("lora_parameters") or {}
@@ -149,7 +149,7 @@ def check_adapter_fits(config: Any) -> None:
         )  # fmt: skip
     for name, theirs, ours in pairs:
         if theirs != ours:
-            raise BackendError(
+            raise ConfigError(
                 f"from_adapter: {folder} was trained with {name}={theirs!r}, this run has "
                 f"{name}={ours!r}; they must match to continue the same adapter"
             )
