@@ -71,9 +71,7 @@ class MLXBackend:
             if config.target_modules and config.fine_tune_type != "full":
                 check_target_modules(config, weight_modules(Path(config.model).expanduser()))
         if config.lr_schedule not in ("constant", "cosine"):
-            raise ConfigError(
-                f"lr_schedule: {config.lr_schedule!r} is not one of constant, cosine"
-            )
+            raise ConfigError(f"lr_schedule: {config.lr_schedule!r} is not one of constant, cosine")
         if config.from_adapter:
             check_adapter_fits(config)
 
