@@ -16,7 +16,7 @@ from typing import Any
 from punie.backends import get_backend
 from punie.backends.base import FuseResult, MetricsCallback
 from punie.errors import EvalError
-from punie.eval.client import Sampling
+from punie.eval.client import REQUEST_TIMEOUT_S, Sampling
 from punie.eval.runner import CaseResult, EvalResult
 from punie.eval.session import EvalPlan, EvalRun, load_results, run_eval
 from punie.eval.suite import Suite
@@ -135,6 +135,7 @@ def evaluate(
     use_cache: bool = True,
     api_key: str | None = None,
     startup_timeout: float = STARTUP_TIMEOUT_S,
+    request_timeout: float = REQUEST_TIMEOUT_S,
 ) -> EvalResult:
     """Score `model` (with `adapter`) on one suite (a file, a built-in name, or a loaded Suite)
     through a managed mlx_lm.server, or the OpenAI-compatible server at `base_url`. The results
@@ -157,6 +158,7 @@ def evaluate(
         use_cache=use_cache,
         api_key=api_key,
         startup_timeout=startup_timeout,
+        request_timeout=request_timeout,
     )
     return run_eval(plan).results[0]
 

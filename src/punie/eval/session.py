@@ -103,7 +103,7 @@ def run_eval(plan: EvalPlan, on_case: Callable[[str, CaseResult], None] | None =
     suites = [Suite.load(s) for s in plan.suites]
     _check_suite_names(suites)
     if not 0 < plan.request_timeout < float("inf"):
-        raise PunieError(
+        raise EvalError(
             f"--request-timeout: must be a positive number of seconds, got {plan.request_timeout}"
         )
     for adapter in plan.adapters:
