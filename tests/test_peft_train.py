@@ -98,7 +98,7 @@ def mlx_greedy(*specs: tuple[Path, Path | None], n: int = 12) -> list[list[int]]
 
 @pytest.fixture(scope="module")
 def merged(lora_run, tmp_path_factory):
-    return PeftBackend().fuse(lora_run.run_dir, tmp_path_factory.mktemp("merged") / "model")
+    return PeftBackend().fuse(lora_run.run_dir, tmp_path_factory.mktemp("merged") / "model").out
 
 
 @pytest.fixture(scope="module")
@@ -279,3 +279,31 @@ def test_accelerate_launch_with_two_cpu_processes_completes_a_short_run(
     assert seen.train == [1, 2]
     assert seen.stages == [("sft", "completed")]
     assert (result.run_dir / "adapters.safetensors").is_file()
+
+
+def punie_cli(*args: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "punie", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+
+
+def test_punie_fuse_on_a_peft_run_merges_with_peft_not_mlx(lora_run, merged, tmp_path):
+    """`punie fuse` dispatches to the backend that trained the run (it always ran mlx_lm fuse)."""
+    from punie.fsio import file_sha256
+
+    out = tmp_path / "fused"
+    result = punie_cli("fuse", str(lora_run.run_dir), "-o", str(out), "--json")
+    assert result.returncode == 0, result.stderr[-2000:]
+    fused = json.loads(result.stdout)
+    assert fused["adapter"] == str(lora_run.run_dir / "peft")
+    assert file_sha256(out / "model.safetensors") == file_sha256(merged / "model.safetensors")
+    assert not (out / "Modelfile").exists()  # mlx_lm's fuser writes one; PEFT's merge does not
+
+
+def test_punie_fuse_refuses_gguf_for_a_peft_run_in_one_line(lora_run, tmp_path):
+    out = tmp_path / "fused"
+    result = punie_cli("fuse", str(lora_run.run_dir), "-o", str(out), "--gguf")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: --gguf: not supported by backend peft (fuse without it)"
+    ]
+    assert not out.exists()

@@ -19,7 +19,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from punie import __version__
 from punie.backends.cli import backends_command
 from punie.data.cli import dataset_app
-from punie.errors import PunieError, PunieWarning
+from punie.errors import PunieError, PunieWarning, TrainingInterrupted
 from punie.eval.cli import app as eval_app
 from punie.fsio import DISK_ERRNOS
 from punie.serve.cli import serve as serve_command
@@ -153,9 +153,22 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 _python_show_warning = warnings.showwarning
 
 
+# The one place an error becomes an exit code; the first kind that matches wins. Every other
+# PunieError (config, data, backend, server, eval) is unusable input: 2.
+EXIT_CODES: tuple[tuple[type[PunieError], int], ...] = (
+    (TrainingInterrupted, 130),  # as a shell reports Ctrl-C; the checkpoint is kept
+    (PunieError, 2),
+)
+
+
+def exit_code(error: PunieError) -> int:
+    return next(code for kind, code in EXIT_CODES if isinstance(error, kind))
+
+
 def main() -> None:
-    """Entry point: PunieError becomes a one-line message and its exit code; Ctrl-C exits 130,
-    SIGTERM and SIGHUP take the same way out and exit 128 + the signal's number."""
+    """Entry point: PunieError becomes a one-line message and its exit code (EXIT_CODES);
+    Ctrl-C exits 130, SIGTERM and SIGHUP take the same way out and exit 128 + the signal's
+    number."""
     from punie.proc import stop_on_signals
 
     warnings.showwarning = _show_warning
@@ -164,7 +177,7 @@ def main() -> None:
         app()
     except PunieError as e:
         console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
-        sys.exit(e.exit_code)
+        sys.exit(exit_code(e))
     except OSError as e:
         # a full, read-only or forbidden disk is the user's to fix; any other OSError is a bug
         # and keeps its traceback

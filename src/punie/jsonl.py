@@ -25,7 +25,7 @@ from typing import Any
 
 import orjson
 
-from punie.errors import PunieError
+from punie.errors import DataError
 
 BOM = b"\xef\xbb\xbf"
 _UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
@@ -52,13 +52,13 @@ def lines(path: Path | str) -> Iterator[tuple[int, bytes]]:
     try:
         f = open(path, "rb")  # noqa: SIM115 - closed below; a generator cannot use `with` early
     except OSError as e:
-        raise PunieError(f"{path}: cannot open ({e.strerror})") from None
+        raise DataError(f"{path}: cannot open ({e.strerror})") from None
     with f:
         for n, line in enumerate(f, 1):
             if line.startswith(BOM):
                 line = line[len(BOM) :]
             elif n == 1 and line.startswith(_UTF16_BOMS):
-                raise PunieError(f"{path}: UTF-16 text; save it as UTF-8 (one JSON object a line)")
+                raise DataError(f"{path}: UTF-16 text; save it as UTF-8 (one JSON object a line)")
             yield n, line
 
 

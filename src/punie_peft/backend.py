@@ -14,10 +14,9 @@ import contextlib
 import importlib.util
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
 
-from punie.backends.base import Capabilities
-from punie.errors import PunieError
+from punie.backends.base import Capabilities, FuseResult
+from punie.errors import BackendError
 from punie.train.callbacks import TrainingEvents
 from punie.train.config import TrainConfig
 from punie.train.rundir import RunDir
@@ -83,16 +82,16 @@ class PeftBackend:
         self.options(config)  # unknown extra.* keys first: they need no library
         missing = missing_libraries()
         if missing:
-            raise PunieError(
+            raise BackendError(
                 f"backend peft: {', '.join(missing)} not installed; pip install 'punie[cuda]'"
             )
         mapping.method(config)
         mapping.device_request(config)
         bits = mapping.quantize_bits(config)
         if bits and config.fine_tune_type == "full":
-            raise PunieError("quantize: 4-bit QLoRA trains an adapter; use lora or dora")
+            raise BackendError("quantize: 4-bit QLoRA trains an adapter; use lora or dora")
         if config.from_adapter:
-            raise PunieError("from_adapter: not supported by backend peft yet (train afresh)")
+            raise BackendError("from_adapter: not supported by backend peft yet (train afresh)")
         plan = launch_plan(config)
         if plan is not None:
             from punie_peft.launcher import accelerate_command
@@ -109,7 +108,23 @@ class PeftBackend:
 
         return run_accelerate(config, run, plan, events)
 
-    def fuse(self, run_dir: Path, out: Path, **options: Any) -> Path:
+    def fuse(
+        self,
+        run_dir: Path,
+        out: Path,
+        *,
+        checkpoint: str = "best",
+        dequantize: bool = False,
+        gguf: bool = False,
+        parity: bool = True,
+    ) -> FuseResult:
+        """PEFT's merge_and_unload. A peft run keeps one adapter (no `best/`), so `best` is the
+        final one, as for an mlx run without validation; the merge has no parity check."""
         from punie_peft.merge import fuse_run
 
+        if checkpoint not in ("best", "final"):
+            raise BackendError(f"--checkpoint: {checkpoint!r} is not one of best, final")
+        for flag, asked in (("--gguf", gguf), ("--dequantize", dequantize)):
+            if asked:
+                raise BackendError(f"{flag}: not supported by backend peft (fuse without it)")
         return fuse_run(Path(run_dir), Path(out))

@@ -22,7 +22,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from punie.errors import PunieError
+from punie.errors import BackendError
 from punie.fsio import atomic_dir, write_json
 from punie.train.rundir import ADAPTER_CONFIG, ADAPTER_WEIGHTS
 from punie_peft.mapping import lora_alpha, lora_scale
@@ -41,14 +41,14 @@ def mlx_to_peft(weights: dict[str, Any], config: dict, base_model: str = "") -> 
     """(mlx weights, mlx adapter config) -> (PEFT weights, PEFT adapter config)."""
     kind = config.get("fine_tune_type", "lora")
     if kind != "lora":
-        raise PunieError(f"convert: only LoRA adapters convert; this one is {kind!r}")
+        raise BackendError(f"convert: only LoRA adapters convert; this one is {kind!r}")
     params = config["lora_parameters"]
     rank, scale = int(params["rank"]), float(params["scale"])
     out, layers, paths = {}, set(), set()
     for key, value in weights.items():
         m = _MLX_KEY.match(key)
         if not m:
-            raise PunieError(f"convert: {key}: not a LoRA tensor of a transformer block")
+            raise BackendError(f"convert: {key}: not a LoRA tensor of a transformer block")
         layers.add(int(m["layer"]))
         paths.add(m["path"])
         out[f"{PEFT_PREFIX}{m['module']}.lora_{m['ab'].upper()}.weight"] = value.T
@@ -74,17 +74,19 @@ def mlx_to_peft(weights: dict[str, Any], config: dict, base_model: str = "") -> 
 def peft_to_mlx(weights: dict[str, Any], config: dict, num_hidden_layers: int) -> tuple[dict, dict]:
     """(PEFT weights, PEFT adapter config) -> (mlx weights, mlx adapter config)."""
     if config.get("peft_type", "LORA") != "LORA":
-        raise PunieError(f"convert: only LoRA adapters convert; this one is {config['peft_type']}")
+        raise BackendError(
+            f"convert: only LoRA adapters convert; this one is {config['peft_type']}"
+        )
     if config.get("use_dora"):
-        raise PunieError("convert: DoRA adapters do not convert to mlx-lm's format here")
+        raise BackendError("convert: DoRA adapters do not convert to mlx-lm's format here")
     if config.get("bias", "none") != "none":
-        raise PunieError(f"convert: bias={config['bias']!r} has no mlx-lm equivalent")
+        raise BackendError(f"convert: bias={config['bias']!r} has no mlx-lm equivalent")
     rank = int(config["r"])
     out, layers, paths = {}, set(), set()
     for key, value in weights.items():
         m = _PEFT_KEY.match(key)
         if not m:
-            raise PunieError(f"convert: {key}: not a LoRA A/B weight of a transformer block")
+            raise BackendError(f"convert: {key}: not a LoRA A/B weight of a transformer block")
         layers.add(int(m["layer"]))
         paths.add(m["path"])
         out[f"{m['module']}.lora_{m['ab'].lower()}"] = value.T
@@ -121,7 +123,7 @@ def _save(folder: Path, name: str, weights: dict) -> None:
 def _read_config(folder: Path) -> dict:
     path = folder / CONFIG
     if not path.exists():
-        raise PunieError(f"convert: {path}: missing (is {folder} an adapter folder?)")
+        raise BackendError(f"convert: {path}: missing (is {folder} an adapter folder?)")
     return json.loads(path.read_text(encoding="utf-8"))
 
 
@@ -147,7 +149,7 @@ def convert_peft_to_mlx(adapter: Path, out: Path, num_hidden_layers: int | None 
     if num_hidden_layers is None:
         base = Path(config.get("base_model_name_or_path") or "")
         if not (base / "config.json").exists():
-            raise PunieError(
+            raise BackendError(
                 f"convert: {adapter / CONFIG}: base_model_name_or_path is not a local model "
                 "folder; pass the number of layers of the base model"
             )

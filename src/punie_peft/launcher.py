@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from punie.errors import PunieError
+from punie.errors import BackendError
 from punie.fsio import write_json
 from punie.proc import child_env, child_process
 from punie.train.callbacks import TrainingCallback, TrainingEvents
@@ -43,9 +43,9 @@ class Launch:
 def accelerate_command(plan: Launch, run_dir: Path) -> list[str]:
     """The `accelerate launch` argv that runs the worker in `plan.num_processes` processes."""
     if plan.num_processes < 1:
-        raise PunieError(f"num_processes: must be at least 1, got {plan.num_processes}")
+        raise BackendError(f"num_processes: must be at least 1, got {plan.num_processes}")
     if plan.num_machines > 1 and not plan.main_process_ip:
-        raise PunieError("main_process_ip: required when num_machines > 1 (the rank-0 machine)")
+        raise BackendError("main_process_ip: required when num_machines > 1 (the rank-0 machine)")
     cmd = [sys.executable, "-m", "accelerate.commands.launch"]
     if plan.config_file:
         cmd += ["--config_file", plan.config_file]
@@ -116,7 +116,7 @@ def run_accelerate(
     if code != 0 or not run.backend_record.exists():
         events.on_stage_end(config.method, 0, "failed")
         tail = " | ".join(log.read_text(errors="replace").strip().splitlines()[-3:])
-        raise PunieError(f"accelerate launch exited with code {code}: {tail} (log: {log})")
+        raise BackendError(f"accelerate launch exited with code {code}: {tail} (log: {log})")
     record = json.loads(run.backend_record.read_text(encoding="utf-8"))
     events.on_stage_end(config.method, int(record.get("iterations", 0)), "completed")
     return Path(record["adapter"])

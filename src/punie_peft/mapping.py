@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from punie.errors import PunieError
+from punie.errors import ConfigError
 from punie_peft.options import DEVICES, peft_options
 
 # The projections mlx-lm turns into LoRA layers in a Qwen2/Llama block when the config names none.
@@ -69,7 +69,7 @@ def lora_config_kwargs(config: Any, num_hidden_layers: int) -> dict[str, Any]:
 def method(config: Any) -> str:
     name = config.method
     if name not in METHODS:
-        raise PunieError(f"method: {name!r} is not one of {', '.join(METHODS)} (backend peft)")
+        raise ConfigError(f"method: {name!r} is not one of {', '.join(METHODS)} (backend peft)")
     return name
 
 
@@ -80,7 +80,7 @@ def quantize_bits(config: Any) -> int | None:
         return None
     if bits in (True, 4, "4", "4bit", "nf4", "qlora"):
         return 4
-    raise PunieError(f"quantize: {bits!r} is not supported by backend peft (only 4-bit QLoRA)")
+    raise ConfigError(f"quantize: {bits!r} is not supported by backend peft (only 4-bit QLoRA)")
 
 
 def device_request(config: Any) -> str:
@@ -97,9 +97,9 @@ def pick_device(requested: str, *, cuda: bool, mps: bool) -> str:
     if requested == "auto":
         return "cuda" if cuda else "cpu"
     if requested == "cuda" and not cuda:
-        raise PunieError("device: 'cuda' asked for, but torch sees no CUDA GPU")
+        raise ConfigError("device: 'cuda' asked for, but torch sees no CUDA GPU")
     if requested == "mps" and not mps:
-        raise PunieError(
+        raise ConfigError(
             "device: 'mps' asked for, but torch.backends.mps.is_available() is false "
             "(it needs an Apple-silicon Mac and a torch built with MPS)"
         )
@@ -110,7 +110,7 @@ def _schedule(config: Any) -> dict[str, Any]:
     schedule = str(config.lr_schedule).removesuffix("_decay")
     warmup = int(config.warmup_steps)
     if schedule not in SCHEDULES:
-        raise PunieError(f"lr_schedule: {schedule!r} is not one of {', '.join(SCHEDULES)}")
+        raise ConfigError(f"lr_schedule: {schedule!r} is not one of {', '.join(SCHEDULES)}")
     name = SCHEDULES[schedule]
     if warmup and name == "constant":
         name = "constant_with_warmup"
@@ -120,7 +120,7 @@ def _schedule(config: Any) -> dict[str, Any]:
 def _optimizer(config: Any) -> str:
     name = str(config.optimizer).lower()
     if name not in OPTIMIZERS:
-        raise PunieError(f"optimizer: {name!r} is not one of {', '.join(OPTIMIZERS)}")
+        raise ConfigError(f"optimizer: {name!r} is not one of {', '.join(OPTIMIZERS)}")
     return OPTIMIZERS[name]
 
 

@@ -13,7 +13,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from punie.errors import PunieError
+from punie.backends.base import FuseResult
+from punie.errors import BackendError
 from punie.fsio import atomic_dir
 from punie.model.resolve import resolve_model
 from punie.train.rundir import RunDir
@@ -28,7 +29,7 @@ def merge_adapter(base: str | Path, adapter: Path, out: Path) -> Path:
 
     adapter = Path(adapter)
     if not (adapter / CONFIG).exists():
-        raise PunieError(f"merge: {adapter / CONFIG}: missing (is {adapter} an adapter folder?)")
+        raise BackendError(f"merge: {adapter / CONFIG}: missing (is {adapter} an adapter folder?)")
     base_dir = resolve_model(base)
     with tempfile.TemporaryDirectory() as scratch:
         if is_mlx_adapter(adapter):
@@ -62,15 +63,16 @@ def keep_base_config(base_dir: Path, out: Path) -> None:
     shutil.copyfile(Path(base_dir) / "config.json", Path(out) / "config.json")
 
 
-def fuse_run(run_dir: Path, out: Path) -> Path:
+def fuse_run(run_dir: Path, out: Path) -> FuseResult:
     """Merge a peft-backend run's adapter into the base model named in its config.json."""
     run = RunDir(Path(run_dir))
     config_path = run.config
     if not config_path.exists():
-        raise PunieError(f"fuse: {config_path}: missing (is {run_dir} a run folder?)")
+        raise BackendError(f"fuse: {config_path}: missing (is {run_dir} a run folder?)")
     config = json.loads(config_path.read_text(encoding="utf-8"))
     if config.get("fine_tune_type") == "full":  # a full fine-tune already is a whole model
         with atomic_dir(out, kind="model") as tmp:
             shutil.copytree(run.model, tmp, dirs_exist_ok=True)
-        return Path(out)
-    return merge_adapter(config["model"], run.peft, out)
+        return FuseResult(out=Path(out), run=run.path.name, adapter=run.model)
+    merge_adapter(config["model"], run.peft, out)
+    return FuseResult(out=Path(out), run=run.path.name, adapter=run.peft)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from punie.backends.base import parse_options
-from punie.errors import PunieError
+from punie.errors import ConfigError
 
 LAUNCHERS = ("local", "accelerate")
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -37,21 +37,21 @@ class PeftOptions:
 
     def __post_init__(self) -> None:
         if self.launcher not in LAUNCHERS:
-            raise PunieError(f"launcher: {self.launcher!r} is not one of {', '.join(LAUNCHERS)}")
+            raise ConfigError(f"launcher: {self.launcher!r} is not one of {', '.join(LAUNCHERS)}")
         device = str(self.device).lower()
         if device not in DEVICES:
-            raise PunieError(f"device: {self.device!r} is not one of {', '.join(DEVICES)}")
+            raise ConfigError(f"device: {self.device!r} is not one of {', '.join(DEVICES)}")
         object.__setattr__(self, "device", device)
         if isinstance(self.lora_keys, list):
             object.__setattr__(self, "lora_keys", tuple(self.lora_keys))
         for name in ("num_processes", "num_machines", "machine_rank", "main_process_port"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
-                raise PunieError(f"extra.{name}: expected an integer, got {value!r}")
+                raise ConfigError(f"extra.{name}: expected an integer, got {value!r}")
         for name in ("max_grad_norm", "beta"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float):
-                raise PunieError(f"extra.{name}: expected a number, got {value!r}")
+                raise ConfigError(f"extra.{name}: expected a number, got {value!r}")
 
 
 def peft_options(config: Any) -> PeftOptions:

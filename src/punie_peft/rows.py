@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from punie.errors import PunieError
+from punie.errors import DataError, PunieError
 from punie.fsio import read_jsonl
 from punie.train.masking import assistant_spans
 
@@ -42,7 +42,7 @@ def read_rows(path: Path) -> list[dict]:
     """JSONL rows; a bad line is a one-line error naming the file and line."""
     rows = [row for _, row in read_jsonl(path)]
     if not rows:
-        raise PunieError(f"{path}: no rows")
+        raise DataError(f"{path}: no rows")
     return rows
 
 
@@ -71,7 +71,7 @@ def tokenize_row(tokenizer, row: dict, *, mask_prompt: bool, where: str = "row")
             # The MLX backend's own span finder, so both backends train the same tokens.
             spans = assistant_spans(tokenizer, messages, tools) if mask_prompt else [(0, len(ids))]
             if not spans:
-                raise PunieError("messages: no assistant turn to train on")
+                raise DataError("messages: no assistant turn to train on")
         elif "prompt" in row and "completion" in row:
             prompt = [{"role": "user", "content": row["prompt"]}]
             full = prompt + [{"role": "assistant", "content": row["completion"]}]
@@ -84,9 +84,9 @@ def tokenize_row(tokenizer, row: dict, *, mask_prompt: bool, where: str = "row")
                 ids.append(tokenizer.eos_token_id)
             spans = [(0, len(ids))]
         else:
-            raise PunieError(f"keys {sorted(row)}: expected messages, prompt+completion, or text")
+            raise DataError(f"keys {sorted(row)}: expected messages, prompt+completion, or text")
     except PunieError as e:
-        raise PunieError(f"{where}: {e}") from None
+        raise DataError(f"{where}: {e}") from None
     return _labelled(ids, spans)
 
 
@@ -105,9 +105,9 @@ def preference_rows(path: Path) -> list[dict]:
     for n, row in enumerate(rows, 1):
         for key in ("prompt", "chosen", "rejected"):
             if key not in row:
-                raise PunieError(
+                raise DataError(
                     f"{path}:{n}: {key}: missing (preference rows need prompt, chosen, rejected)"
                 )
             if not isinstance(row[key], str | list):
-                raise PunieError(f"{path}:{n}: {key}: must be a string or a list of messages")
+                raise DataError(f"{path}:{n}: {key}: must be a string or a list of messages")
     return [{k: row[k] for k in ("prompt", "chosen", "rejected")} for row in rows]

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from punie.errors import PunieError
+from punie.errors import BackendError
 from punie.fsio import atomic_dir, write_json
 from punie.model.resolve import resolve_model
 from punie.train.callbacks import TrainingEvents
@@ -36,11 +36,11 @@ def _check_qlora() -> None:
     import torch
 
     if not torch.cuda.is_available():
-        raise PunieError("quantize: 4-bit QLoRA needs a CUDA GPU (bitsandbytes); none is visible")
+        raise BackendError("quantize: 4-bit QLoRA needs a CUDA GPU (bitsandbytes); none is visible")
     try:
         import bitsandbytes  # noqa: F401
     except ImportError:
-        raise PunieError("quantize: QLoRA needs bitsandbytes: pip install bitsandbytes") from None
+        raise BackendError("quantize: QLoRA needs bitsandbytes: pip install bitsandbytes") from None
 
 
 def load_model(model_dir: Path, *, bits: int | None):
@@ -107,13 +107,15 @@ def train_here(config: Any, run: RunDir, events: TrainingEvents | None = None) -
     method = mapping.method(config)
     bits = mapping.quantize_bits(config)
     if bits and config.fine_tune_type == "full":
-        raise PunieError("quantize: 4-bit QLoRA trains an adapter; use fine_tune_type lora or dora")
+        raise BackendError(
+            "quantize: 4-bit QLoRA trains an adapter; use fine_tune_type lora or dora"
+        )
     if bits:
         _check_qlora()
     data = Path(config.data)
     train_path = _split(data, "train")
     if train_path is None:
-        raise PunieError(f"data: {data / 'train.jsonl'}: missing")
+        raise BackendError(f"data: {data / 'train.jsonl'}: missing")
     valid_path = _split(data, "valid")
     model_dir = resolve_model(config.model)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)

@@ -27,7 +27,7 @@ def main(argv: list[str]) -> int:
         train_here(TrainConfig.from_dict(data, source=str(run.config)), run)
     except PunieError as e:
         print(f"error: {e}", file=sys.stderr)
-        return e.exit_code
+        return 2
     return 0
 
 

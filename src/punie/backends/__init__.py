@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from importlib.metadata import entry_points
 
-from punie.backends.base import Backend, Capabilities
-from punie.errors import PunieError
+from punie.backends.base import Backend, Capabilities, FuseResult
+from punie.errors import BackendError
 
 GROUP = "punie.backends"
 
@@ -23,9 +23,9 @@ def get_backend(name: str) -> Backend:
     eps = available()
     if name not in eps:
         known = ", ".join(sorted(eps)) or "none"
-        raise PunieError(f"backend: {name!r} is not installed (installed: {known})")
+        raise BackendError(f"backend: {name!r} is not installed (installed: {known})")
     factory = eps[name].load()
     return factory()
 
 
-__all__ = ["Backend", "Capabilities", "GROUP", "available", "get_backend"]
+__all__ = ["Backend", "Capabilities", "FuseResult", "GROUP", "available", "get_backend"]

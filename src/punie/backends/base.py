@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
-from punie.errors import PunieError
+from punie.errors import ConfigError
 from punie.train.callbacks import TrainingEvents
 from punie.train.config import TrainConfig
 from punie.train.rundir import RunDir
@@ -30,6 +30,27 @@ class Capabilities:
     notes: str = ""
 
 
+@dataclass(frozen=True)
+class FuseResult:
+    """What `Backend.fuse` wrote: the model folder, which adapter went in, and the checks made."""
+
+    out: Path
+    run: str
+    adapter: Path
+    gguf: Path | None = None
+    modelfile: Path | None = None  # an Ollama Modelfile, where the backend writes one
+    parity: list[dict[str, Any]] = field(default_factory=list)  # prompts checked, if any
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        return {k: str(v) if isinstance(v, Path) else v for k, v in data.items()}
+
+    def summary(self) -> str:
+        checked = f"parity ok on {len(self.parity)} prompts" if self.parity else "parity skipped"
+        gguf = f", gguf {self.gguf}" if self.gguf else ""
+        return f"fused {self.run} ({self.adapter.name}) into {self.out}{gguf}; {checked}"
+
+
 @runtime_checkable
 class Backend(Protocol):
     name: str
@@ -38,13 +59,24 @@ class Backend(Protocol):
     def capabilities(self) -> Capabilities: ...
 
     def check(self, config: TrainConfig) -> None:
-        """Raise PunieError (one line) if `config` cannot run here; start nothing."""
+        """Raise a ConfigError or BackendError (one line) if `config` cannot run here; start
+        nothing."""
 
     def train(self, config: TrainConfig, run: RunDir, events: TrainingEvents) -> Path:
         """Train; write the adapter and metrics.jsonl into `run`; return the adapter path."""
 
-    def fuse(self, run_dir: Path, out: Path, **options: Any) -> Path:
-        """Merge the run's adapter into its base model; write a loadable model folder to `out`."""
+    def fuse(
+        self,
+        run_dir: Path,
+        out: Path,
+        *,
+        checkpoint: str = "best",
+        dequantize: bool = False,
+        gguf: bool = False,
+        parity: bool = True,
+    ) -> FuseResult:
+        """Merge the run's adapter (`best`, or `final`) into its base model and write a loadable
+        model folder to `out`; refuse (BackendError) an option this backend cannot honour."""
 
 
 Options = TypeVar("Options")
@@ -63,7 +95,7 @@ def parse_options(
         name = (aliases or {}).get(key, key)
         if name not in allowed:
             choices = ", ".join(allowed) if allowed else "none"
-            raise PunieError(
+            raise ConfigError(
                 f"extra.{key}: not an option of backend {backend} (its options: {choices})"
             )
         if value is not None:

@@ -8,7 +8,7 @@ most values come from; the library functions call the same checks.
 
 from __future__ import annotations
 
-from punie.errors import PunieError
+from punie.errors import DataError
 
 
 def at_least(option: str, value: int | None, low: int) -> None:
@@ -16,10 +16,10 @@ def at_least(option: str, value: int | None, low: int) -> None:
     if value is None:
         return
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise PunieError(f"{option} {value}: must be a whole number of at least {low}")
+        raise DataError(f"{option} {value}: must be a whole number of at least {low}")
 
 
 def share(option: str, value: float) -> None:
     """`value` is a share in (0, 1]: 0 would match everything, and more than 1 nothing."""
     if not (isinstance(value, int | float) and 0 < value <= 1):
-        raise PunieError(f"{option} {value}: must be a share above 0 and at most 1, e.g. 0.5")
+        raise DataError(f"{option} {value}: must be a share above 0 and at most 1, e.g. 0.5")

@@ -39,7 +39,7 @@ from punie.data.pipeline import output_splits, rejects_path
 from punie.data.schema import Problem, RowError, detect_kind, role_order
 from punie.data.validate import row_checks
 from punie.data.xlam import from_xlam
-from punie.errors import PunieError
+from punie.errors import DataError
 
 # Keys that decide what a row is (schema.detect_kind) or that converters write.
 RESERVED = {"messages", "prompt", "completion", "text", "chosen", "rejected", "tools"}
@@ -77,7 +77,7 @@ def recognise(row: dict, where: str) -> Converter:
         if conv.recognises(row):
             return conv
     keys = ", ".join(sorted(row)[:5])
-    raise PunieError(f"{where}: row: no converter recognises a row with keys {keys}")
+    raise DataError(f"{where}: row: no converter recognises a row with keys {keys}")
 
 
 @dataclass
@@ -152,7 +152,7 @@ def convert_rows(
 ) -> Iterator[tuple[dict, str]]:
     """(native row, kind) for each (path, line, row); the format is detected per file."""
     if isinstance(fmt, str) and fmt != "auto" and fmt not in CONVERTERS:
-        raise PunieError(f"--from {fmt!r}: not one of auto, {', '.join(FORMATS)}")
+        raise DataError(f"--from {fmt!r}: not one of auto, {', '.join(FORMATS)}")
     conv: dict[str, Converter] = {}
     kinds: dict[str, str] = {}
     for path, n, row in rows:
@@ -230,7 +230,7 @@ def convert_dataset(
                 kinds[kind] = kinds.get(kind, 0) + 1
         if not kinds:
             why = f" (the first: {first[0]})" if first else ""
-            raise PunieError(f"{path}: no row converted; every row was invalid{why}")
+            raise DataError(f"{path}: no row converted; every row was invalid{why}")
         o.counts.update({"kinds": kinds, "invalid": o.rejects.rows if o.rejects else 0})
         o.counts.update(tally.counts())
     return o
@@ -242,13 +242,13 @@ def _inputs(path: Path, fmt: str, name: str | None):
         path = path / "dataset_info.json"
     info = path.is_file() and jsonfile.sniff(path) == "dataset_info"
     if fmt == "llama-factory" and not info:
-        raise PunieError(f"{path}: --from llama-factory reads a dataset_info.json; this is not one")
+        raise DataError(f"{path}: --from llama-factory reads a dataset_info.json; this is not one")
     if info and fmt in ("auto", "llama-factory"):
         dataset = load_dataset_info(path, name)
         conv = Converter(f"llama-factory {name}", lambda r: True, converter_for(dataset.layout))
         files = [DataFile(f, "") for f in dataset.files]
         return [DataFile(path, ""), *files], files, None, conv
     if name is not None:
-        raise PunieError(f"{name}: a dataset NAME goes only with a LLaMA-Factory dataset_info.json")
+        raise DataError(f"{name}: a dataset NAME goes only with a LLaMA-Factory dataset_info.json")
     files = dataset_files(path)
     return files, files, output_splits(path), fmt

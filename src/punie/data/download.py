@@ -20,7 +20,7 @@ from punie.data.convert import convert_rows, jsonl_rows
 from punie.data.files import DataFile
 from punie.data.output import Output, open_output
 from punie.data.schema import Problem
-from punie.errors import PunieError
+from punie.errors import DataError
 
 _PATTERNS = ["*.jsonl", "*.json", "*.parquet", "**/*.jsonl", "**/*.json", "**/*.parquet"]
 _SPLIT_NAMES = {"train": "train", "validation": "valid", "valid": "valid", "dev": "valid"}
@@ -46,7 +46,7 @@ def download_hub(
     folder = _snapshot(repo_id)
     files = _split_files(folder)
     if not files:
-        raise PunieError(f"{repo_id}: no .jsonl, .json or .parquet data files in the dataset")
+        raise DataError(f"{repo_id}: no .jsonl, .json or .parquet data files in the dataset")
     splits = tuple(dict.fromkeys(f.split for f in files))
     with open_output(out, splits, inputs=files) as o:
         for split in splits:
@@ -62,18 +62,18 @@ def _snapshot(repo_id: str) -> Path:
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
     if not re.match(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$", repo_id):
-        raise PunieError(f"{repo_id}: not `sample` and not a hub dataset id of the form owner/name")
+        raise DataError(f"{repo_id}: not `sample` and not a hub dataset id of the form owner/name")
     try:
         return Path(snapshot_download(repo_id, repo_type="dataset", allow_patterns=_PATTERNS))
     except LocalEntryNotFoundError as e:
-        raise PunieError(
+        raise DataError(
             f"{repo_id}: not in the local Hugging Face cache and the hub cannot be reached "
             "(offline, or HF_HUB_OFFLINE=1); download it once with network"
         ) from e
     except HfHubHTTPError as e:
-        raise PunieError(f"{repo_id}: the hub refused the download: {e}") from e
+        raise DataError(f"{repo_id}: the hub refused the download: {e}") from e
     except OSError as e:
-        raise PunieError(f"{repo_id}: cannot reach the Hugging Face hub ({e})") from e
+        raise DataError(f"{repo_id}: cannot reach the Hugging Face hub ({e})") from e
 
 
 def _split_files(folder: Path) -> list[DataFile]:
@@ -102,7 +102,7 @@ def _parquet_rows(path: Path) -> Iterator[tuple[str, int, dict | Problem]]:
     try:
         import pyarrow.parquet as pq
     except ImportError as e:
-        raise PunieError(
+        raise DataError(
             f"{path}: Parquet needs pyarrow; install the extra (`pip install 'punie[parquet]'`)"
         ) from e
     n = 0

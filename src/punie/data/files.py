@@ -23,7 +23,7 @@ from punie.data.schema import (
     type_name,
     unknown_kind_reason,
 )
-from punie.errors import PunieError
+from punie.errors import DataError
 
 SPLITS = ("train", "valid", "test")
 
@@ -59,12 +59,12 @@ def dataset_files(path: Path | str) -> list[DataFile]:
                 if arrays
                 else ""
             )
-            raise PunieError(f"{p}: no train.jsonl, valid.jsonl or test.jsonl in this folder{hint}")
+            raise DataError(f"{p}: no train.jsonl, valid.jsonl or test.jsonl in this folder{hint}")
         return found
     if not p.exists():
-        raise PunieError(f"{p}: no such file or folder")
+        raise DataError(f"{p}: no such file or folder")
     if not p.is_file():
-        raise PunieError(f"{p}: not a regular file")
+        raise DataError(f"{p}: not a regular file")
     return [DataFile(p, "")]
 
 
@@ -91,10 +91,10 @@ def lines(path: Path, *, arrays: bool = True) -> Iterator[tuple[int, bytes]]:
     n = 0
     for n, line in jsonl.lines(path):  # noqa: B007 - n is read after the loop
         if b"\0" in line:
-            raise PunieError(f"{path}:{n}: not a text file (NUL byte); expected JSON lines")
+            raise DataError(f"{path}:{n}: not a text file (NUL byte); expected JSON lines")
         yield n, line
     if n == 0:
-        raise PunieError(f"{path}:1: empty file; expected one JSON object per line")
+        raise DataError(f"{path}:1: empty file; expected one JSON object per line")
 
 
 def parse(path: str, n: int, raw: bytes) -> dict | Problem:

@@ -15,7 +15,7 @@ from typing import Any
 from punie.data.checks import at_least
 from punie.data.pipeline import keep_rows
 from punie.data.rows import texts, tool_calls
-from punie.errors import PunieError
+from punie.errors import DataError
 
 
 @dataclass(frozen=True)
@@ -71,10 +71,10 @@ def predicates(spec: FilterSpec) -> list[Predicate]:
         out.append(Predicate("language", _language(spec.languages)))
     if spec.max_tokens is not None:
         if not spec.model:
-            raise PunieError("--max-tokens counts tokens with a tokenizer: give --model too")
+            raise DataError("--max-tokens counts tokens with a tokenizer: give --model too")
         out.append(Predicate("max-tokens", _tokens(spec.model, spec.max_tokens)))
     if not out:
-        raise PunieError("no predicate given; see `punie dataset filter --help`")
+        raise DataError("no predicate given; see `punie dataset filter --help`")
     return out
 
 
@@ -153,11 +153,11 @@ def _tool(name: str, required: bool) -> Callable[[dict], str | None]:
 def _regex(expr: str, must_match: bool) -> Callable[[dict], str | None]:
     field, sep, pattern = expr.partition("=")
     if not sep or not field:
-        raise PunieError(f"{expr!r}: expected FIELD=REGEX, e.g. content=traceback")
+        raise DataError(f"{expr!r}: expected FIELD=REGEX, e.g. content=traceback")
     try:
         rx = re.compile(pattern)
     except re.error as e:
-        raise PunieError(f"{expr!r}: not a regular expression ({e})") from e
+        raise DataError(f"{expr!r}: not a regular expression ({e})") from e
 
     def test(row: dict) -> str | None:
         value = "\n".join(texts(row)) if field == "content" else _field(row, field)

@@ -20,7 +20,7 @@ from pathlib import Path
 import orjson
 
 from punie import jsonl
-from punie.errors import PunieError
+from punie.errors import DataError, PunieError
 
 # The keys that make a dataset_info.json entry: where its rows live.
 _INFO_SOURCES = ("file_name", "hf_hub_url", "ms_hub_url", "script_url", "cloud_file_name")
@@ -99,14 +99,14 @@ def is_dataset_info(path: Path, head: bytes) -> bool:
 
 
 def dataset_info_error(path: Path | str) -> PunieError:
-    return PunieError(
+    return DataError(
         f"{path}: a LLaMA-Factory dataset_info.json (a map of dataset names, not rows); convert "
         f"one of its datasets: `punie dataset convert {path} NAME -o OUT.jsonl`"
     )
 
 
 def array_error(path: Path | str, why: str) -> PunieError:
-    return PunieError(
+    return DataError(
         f"{path}: a JSON array, not JSON lines; {why}. Turn it into JSON lines with "
         f"`punie dataset convert {path} -o OUT.jsonl`"
     )
@@ -126,14 +126,14 @@ def elements(path: Path | str) -> Iterator[tuple[Index, bytes]]:
                 try:
                     line = _dumps(value)
                 except RecursionError:  # ijson builds any depth; json cannot write it back
-                    raise PunieError(f"{path}:{Index(i)}: json: {jsonl.TOO_DEEP}") from None
+                    raise DataError(f"{path}:{Index(i)}: json: {jsonl.TOO_DEEP}") from None
                 yield Index(i), line
         except ijson.JSONError as e:
             at = Index(i + 1)
             reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise PunieError(f"{path}:{at}: not valid JSON ({reason}); the array stops here") from e
+            raise DataError(f"{path}:{at}: not valid JSON ({reason}); the array stops here") from e
         if i < 0:
-            raise PunieError(f"{path}: an empty JSON array; no rows")
+            raise DataError(f"{path}: an empty JSON array; no rows")
 
 
 def _dumps(value: object) -> bytes:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from functools import cache
 
-from punie.errors import PunieError
+from punie.errors import DataError
 
 MIN_CHARS = 20
 
@@ -30,7 +30,7 @@ def check_codes(wanted: tuple[str, ...]) -> None:
     known = codes()
     for code in wanted:
         if code not in known:
-            raise PunieError(
+            raise DataError(
                 f"--language {code!r}: not a language code py3langid knows; use an ISO 639-1 "
                 f"code such as en, de, fr or zh ({len(known)} known)"
             )

@@ -22,7 +22,7 @@ from typing import Any
 
 from punie.data.calltext import from_hermes, is_hermes
 from punie.data.convert_base import ConvertError, Notes, calls, text, tools
-from punie.errors import PunieError
+from punie.errors import DataError
 
 
 @dataclass(frozen=True)
@@ -259,23 +259,23 @@ def load_dataset_info(path: Path | str, name: str | None) -> DatasetInfo:
     try:
         info = json.loads(path.read_text(encoding="utf-8-sig"))
     except (OSError, ValueError) as e:
-        raise PunieError(f"{path}: cannot read it as a dataset_info.json ({e})") from None
+        raise DataError(f"{path}: cannot read it as a dataset_info.json ({e})") from None
     if not isinstance(info, dict):
-        raise PunieError(f"{path}: a dataset_info.json is a map of dataset names")
+        raise DataError(f"{path}: a dataset_info.json is a map of dataset names")
     names = ", ".join(sorted(info)[:8]) + (", ..." if len(info) > 8 else "")
     if name is None:
-        raise PunieError(f"{path}: name the dataset to convert after the file (one of {names})")
+        raise DataError(f"{path}: name the dataset to convert after the file (one of {names})")
     entry = info.get(name)
     if not isinstance(entry, dict):
-        raise PunieError(f"{path}: no dataset {name!r} (it has {names})")
+        raise DataError(f"{path}: no dataset {name!r} (it has {names})")
     where = f"{path}: {name}"
     if "file_name" not in entry:
         remote = next((k for k in ("hf_hub_url", "ms_hub_url", "script_url") if k in entry), None)
         why = f"its rows are at {remote} {entry[remote]!r}" if remote else "it has no file_name"
-        raise PunieError(f"{where}: {why}; only local files (file_name) are read")
+        raise DataError(f"{where}: {why}; only local files (file_name) are read")
     formatting = entry.get("formatting", "alpaca")
     if formatting not in ("alpaca", "sharegpt", "openai"):
-        raise PunieError(f"{where}.formatting: {formatting!r} is not alpaca, sharegpt or openai")
+        raise DataError(f"{where}.formatting: {formatting!r} is not alpaca, sharegpt or openai")
     settings: dict[str, Any] = {"formatting": formatting, "ranking": bool(entry.get("ranking"))}
     if formatting == "openai":  # LLaMA-Factory's OpenAI layout is ShareGPT with OpenAI's names
         settings |= dict(
@@ -302,13 +302,13 @@ def _files(target: Path, where: str) -> tuple[Path, ...]:
     if target.is_file() and target.suffix in (".json", ".jsonl"):
         return (target,)
     if target.is_file():
-        raise PunieError(f"{where}: {target.name}: only .json and .jsonl files are read")
+        raise DataError(f"{where}: {target.name}: only .json and .jsonl files are read")
     if target.is_dir():
         found = sorted(p for p in target.iterdir() if p.suffix in (".json", ".jsonl"))
         if found:
             return tuple(found)
-        raise PunieError(f"{where}: {target} holds no .json or .jsonl files")
-    raise PunieError(f"{where}: file_name {target} does not exist")
+        raise DataError(f"{where}: {target} holds no .json or .jsonl files")
+    raise DataError(f"{where}: file_name {target} does not exist")
 
 
 def converter_for(layout: Layout):

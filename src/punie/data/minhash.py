@@ -27,7 +27,7 @@ from functools import cache
 
 import numpy as np
 
-from punie.errors import PunieError
+from punie.errors import DataError
 
 NUM_PERM = 128
 SHINGLE = 3  # words a shingle
@@ -48,7 +48,7 @@ RECALL = 0.99
 
 def check_threshold(threshold: float) -> float:
     if not 0.0 <= threshold <= 1.0:  # also refuses NaN
-        raise PunieError(f"--threshold {threshold}: a Jaccard similarity, from 0 to 1")
+        raise DataError(f"--threshold {threshold}: a Jaccard similarity, from 0 to 1")
     return float(threshold)
 
 

@@ -30,7 +30,7 @@ from punie.data.dedupe import exact_hash
 from punie.data.files import SPLITS, DataFile, dataset_files, lines, records
 from punie.data.output import Output, open_output
 from punie.data.seen import FirstSeen
-from punie.errors import PunieError
+from punie.errors import DataError
 
 # A source's share of the mix is at least this: less would not give it one row in a billion, so
 # ratios that far apart are a slip (1e308 next to 1), not a mix.
@@ -47,7 +47,7 @@ class Source:
     def __post_init__(self) -> None:
         ratio = self.ratio
         if not (isinstance(ratio, int | float) and ratio > 0 and math.isfinite(ratio)):
-            raise PunieError(f"{self.path}={ratio}: a ratio must be a positive, finite number")
+            raise DataError(f"{self.path}={ratio}: a ratio must be a positive, finite number")
 
 
 def parse_source(spec: str) -> Source:
@@ -57,9 +57,7 @@ def parse_source(spec: str) -> Source:
     except ValueError:
         value = -1.0
     if not sep or not path or not (value > 0 and math.isfinite(value)):
-        raise PunieError(
-            f"{spec!r}: expected PATH=RATIO with a positive ratio, e.g. chat.jsonl=0.4"
-        )
+        raise DataError(f"{spec!r}: expected PATH=RATIO with a positive ratio, e.g. chat.jsonl=0.4")
     return Source(path, value)
 
 
@@ -115,11 +113,11 @@ def mix(
     sources: list[Source], out: Path | str, *, total: int | None = None, seed: int = 0
 ) -> Output:
     if not sources:
-        raise PunieError("give at least one PATH=RATIO source")
+        raise DataError("give at least one PATH=RATIO source")
     at_least("--total", total, 1)
     for s, w in zip(sources, shares([s.ratio for s in sources]), strict=True):
         if w < MIN_SHARE:
-            raise PunieError(
+            raise DataError(
                 f"{s.path}={s.ratio}: a share of {w:.3g}, under one row in a billion; ratios are "
                 "relative (a.jsonl=0.7 b.jsonl=0.3), so keep them within a billion of each other"
             )
@@ -164,7 +162,7 @@ def _each_file_once(sources: list[Source], files: list[list[DataFile]]) -> None:
         for df in fs:
             key = df.path.resolve()
             if key in named:
-                raise PunieError(
+                raise DataError(
                     f"{df.path}: named by two sources ({named[key]} and {s.path}); "
                     "give each file once, with its whole ratio"
                 )
@@ -237,7 +235,7 @@ def merge(paths: list[Path | str], out: Path | str, *, seed: int = 0) -> Output:
     the input size over `BUCKET_BYTES` (at most `MAX_BUCKETS` open files), so each bucket fits
     in memory however large the input."""
     if not paths:
-        raise PunieError("give at least one input to merge")
+        raise DataError("give at least one input to merge")
     folders = all(Path(p).is_dir() for p in paths)
     files = [f for p in paths for f in dataset_files(p)]
     size = sum(f.path.stat().st_size for f in files)

@@ -22,7 +22,7 @@ from typing import IO, Any
 from punie import __version__, jsonl
 from punie.data.files import DataFile
 from punie.data.schema import Problem
-from punie.errors import PunieError
+from punie.errors import DataError
 from punie.fsio import (
     atomic_dir,
     atomic_file,
@@ -107,7 +107,7 @@ def open_output(
             reject_sink = Sink(rf, str(rejects))
         if splits is None:
             if out.is_dir():
-                raise PunieError(f"{out}: is a folder; this command writes one .jsonl file here")
+                raise DataError(f"{out}: is a folder; this command writes one .jsonl file here")
             check_file_replaceable(manifest_path(out, folder=False), "manifest")
             f = stack.enter_context(atomic_file(out, "wb", kind="dataset"))
             result = Output(out, {"": Sink(f, out.name)}, reject_sink)
@@ -115,7 +115,7 @@ def open_output(
             f.flush()
         else:
             if out.suffix == ".jsonl":
-                raise PunieError(f"{out}: this command writes a folder of splits; name a folder")
+                raise DataError(f"{out}: this command writes a folder of splits; name a folder")
             tmp = stack.enter_context(atomic_dir(out, kind="dataset"))
             files = {s: stack.enter_context(open(tmp / f"{s}.jsonl", "wb")) for s in splits}
             sinks = {s: Sink(f, f"{s}.jsonl") for s, f in files.items()}

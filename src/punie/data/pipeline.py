@@ -15,7 +15,7 @@ from pathlib import Path
 from punie.data.files import SPLITS, Record, all_files, records
 from punie.data.output import Output, open_output
 from punie.data.schema import Problem
-from punie.errors import PunieError
+from punie.errors import DataError
 
 Decide = Callable[[Record], str | None]
 
@@ -38,7 +38,7 @@ def output_splits(inputs: Inputs) -> tuple[str, ...] | None:
     folders = [Path(p).is_dir() for p in paths]
     if not all(folders):
         if any(folders):
-            raise PunieError("give only dataset folders or only .jsonl files, not both")
+            raise DataError("give only dataset folders or only .jsonl files, not both")
         return None
     found = {f.split for f in all_files(paths)}
     return tuple(s for s in SPLITS if s in found)

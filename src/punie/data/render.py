@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from punie.data.rows import tool_calls
-from punie.errors import PunieError
+from punie.errors import DataError
 
 # Tokenizing a row costs time and memory in proportion to its length (a 50 MB row took 96 s and
 # 9.7 GB), so a row that is surely too long is reported without it. English runs at 4-5
@@ -190,7 +190,7 @@ def _load_tokenizer(path: str):
     try:
         return load_tokenizer(Path(path))
     except Exception as e:  # a broken tokenizer folder raises anything
-        raise PunieError(f"{path}: cannot load the tokenizer ({e})") from e
+        raise DataError(f"{path}: cannot load the tokenizer ({e})") from e
 
 
 def _call(fn: dict) -> tuple[str, dict]:

@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from punie.errors import PunieError
+from punie.errors import DataError
 
 KINDS = ("chat", "completions", "text", "preference")
 ROLES = ("system", "user", "assistant", "tool")
@@ -38,9 +38,9 @@ class Problem:
         return f"{self.path}:{self.line}: {self.field}: {self.reason}"
 
 
-class RowError(PunieError):
+class RowError(DataError):
     def __init__(self, problem: Problem):
-        super().__init__(str(problem), exit_code=2)
+        super().__init__(str(problem))
         self.problem = problem
 
 

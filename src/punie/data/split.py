@@ -20,7 +20,7 @@ from pathlib import Path
 from punie.data.files import Record, dataset_files, records
 from punie.data.filters import _field
 from punie.data.output import Output, open_output
-from punie.errors import PunieError
+from punie.errors import DataError
 
 SPLIT_NAMES = ("train", "valid", "test")
 
@@ -30,7 +30,7 @@ def _key(rec: Record, field: str | None) -> str:
         return ""
     value = _field(rec.row, field)
     if value is None:
-        raise PunieError(f"{rec.path}:{rec.line}: {field}: missing (needed to split by it)")
+        raise DataError(f"{rec.path}:{rec.line}: {field}: missing (needed to split by it)")
     return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
 
 
@@ -45,7 +45,7 @@ def split_dataset(
     seed: int = 0,
 ) -> Output:
     if not (0 <= valid < 1 and 0 <= test < 1 and valid + test < 1):
-        raise PunieError(f"--valid {valid} and --test {test}: each in [0, 1), summing below 1")
+        raise DataError(f"--valid {valid} and --test {test}: each in [0, 1), summing below 1")
     files = dataset_files(path)
     rng = random.Random(seed)
     # Pass 1: rows per (stratum, group); a group's stratum is that of its first row.

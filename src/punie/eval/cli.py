@@ -106,8 +106,9 @@ def run(
     unchanged rerun asks nothing."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from punie.api import evaluate_plan
     from punie.eval.client import Sampling
-    from punie.eval.session import EvalPlan, run_eval
+    from punie.eval.session import EvalPlan
 
     adapters: list[str | None] = [str(a) for a in adapter or []]
     if with_base or not adapters:
@@ -136,7 +137,7 @@ def run(
                 tasks[label] = progress.add_task(f"eval {label}", total=None)
             progress.advance(tasks[label])
 
-        outcome = run_eval(plan, on_case=tick)
+        outcome = evaluate_plan(plan, on_case=tick)
     if as_json:
         print(
             json.dumps(
@@ -233,21 +234,10 @@ def compare(
 ) -> None:
     """Compare runs of the same suites: deltas with 95% intervals per category, McNemar's exact
     test on the shared cases, and the cases that flipped each way."""
-    from punie.errors import PunieError
-    from punie.eval.session import load_results
-    from punie.report.compare import compare as compare_runs
-    from punie.report.html import write_report
+    from punie.api import compare_runs, load_results, write_report
 
     results = load_results(runs)
-    firsts = {}
-    comparisons = []
-    for r in results:
-        if r.suite not in firsts:
-            firsts[r.suite] = r
-        else:
-            comparisons.append(compare_runs(firsts[r.suite], r))
-    if not comparisons:
-        raise PunieError("nothing to compare: give at least two runs of the same suite")
+    comparisons = compare_runs(results)
     if out:
         write_report(out, results, title="Punie compare: " + " vs ".join(r.label for r in results))
     if as_json:

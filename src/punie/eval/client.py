@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from punie.errors import PunieError
+from punie.errors import EvalError, ServerError
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ class Reply:
         }
 
 
-class RequestFailed(PunieError):
+class RequestFailed(ServerError):
     """A request got no usable answer (connection lost, HTTP error, wrong model)."""
 
 
@@ -79,7 +79,7 @@ REQUEST_TIMEOUT_S = 300.0
 class ChatClient:
     def __init__(self, target: Target, *, concurrency: int = 4, timeout: float = REQUEST_TIMEOUT_S):
         if not 0 < timeout < float("inf"):
-            raise PunieError(f"request timeout: {timeout} is not a positive number of seconds")
+            raise EvalError(f"request timeout: {timeout} is not a positive number of seconds")
         self.target = target
         self.timeout = timeout
         self._limit = asyncio.Semaphore(concurrency)

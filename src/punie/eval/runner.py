@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from punie.errors import PunieError, warn
+from punie.errors import EvalError, PunieError, warn
 from punie.eval.cache import ResponseCache, cache_key
 from punie.eval.client import REQUEST_TIMEOUT_S, ChatClient, Reply, Sampling, Target
 from punie.eval.identity import Identity, identify
@@ -108,11 +108,11 @@ class EvalResult:
         try:
             data = json.loads(Path(path).read_text(encoding="utf-8"))
         except FileNotFoundError:
-            raise PunieError(f"{path}: no such results file") from None
+            raise EvalError(f"{path}: no such results file") from None
         except (OSError, ValueError, RecursionError) as e:
-            raise PunieError(f"{path}: not a punie eval results file ({e})") from None
+            raise EvalError(f"{path}: not a punie eval results file ({e})") from None
         if not isinstance(data, dict) or not isinstance(data.get("cases"), list):
-            raise PunieError(f"{path}: not a punie eval results file (no list of cases)")
+            raise EvalError(f"{path}: not a punie eval results file (no list of cases)")
         cases = []
         for i, c in enumerate(data["cases"]):
             problem = _case_problem(c)
@@ -124,7 +124,7 @@ class EvalResult:
                 c = {**c, "latency_s": None}
             cases.append(CaseResult(**{k: v for k, v in c.items() if k in _CASE_FIELDS}))
         if data["cases"] and not cases:
-            raise PunieError(f"{path}: not one of its {len(data['cases'])} cases is readable")
+            raise EvalError(f"{path}: not one of its {len(data['cases'])} cases is readable")
         pass_at_k = data.get("pass_at_k") or {}
         if not isinstance(pass_at_k, dict) or not all(map(_is_rate, pass_at_k.values())):
             warn(f"{path}: pass_at_k: {pass_at_k!r} is not a map of rates; left out")
@@ -137,7 +137,7 @@ class EvalResult:
                 pass_at_k=pass_at_k,
             )
         except TypeError as e:
-            raise PunieError(f"{path}: not a punie eval results file ({e})") from None
+            raise EvalError(f"{path}: not a punie eval results file ({e})") from None
 
 
 _CASE_FIELDS = set(CaseResult.__dataclass_fields__)
@@ -270,7 +270,7 @@ def run_suite(
         why = (server_status() if server_status else None) or str(first)
         kept = f"{len(done)} answered cases kept in the cache" if cache.folder else "no cache"
         resume = "; run again to resume" if cache.folder else ""
-        raise PunieError(
+        raise EvalError(
             f"{suite.name}: {len(failed)} of {len(suite.cases)} cases got no answer ({why}); "
             f"{kept}{resume}"
         )

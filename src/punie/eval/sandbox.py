@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from punie import platform
-from punie.errors import PunieError
+from punie.errors import EvalError, PunieError
 from punie.platform import Host, SandboxStrategy
 
 HARNESS = (Path(__file__).with_name("harness.py")).read_text(encoding="utf-8")
@@ -256,7 +256,7 @@ def _run(iso: Isolation, source: str, limits: Limits, host: Host) -> Outcome:
                 preexec_fn=_preexec(limits, iso.uid, host),
             )
         except (OSError, subprocess.SubprocessError) as e:
-            raise PunieError(f"code sandbox: cannot start {iso.python}: {e}") from e
+            raise EvalError(f"code sandbox: cannot start {iso.python}: {e}") from e
         os.close(result_w)
         result_w = -1
         out_fd, err_fd = proc.stdout.fileno(), proc.stderr.fileno()
@@ -400,4 +400,4 @@ def remove_tree(path: str | Path) -> None:
     except FileNotFoundError:
         pass
     except OSError as e:
-        raise PunieError(f"code sandbox: cannot remove its temp folder {path}: {e}") from e
+        raise EvalError(f"code sandbox: cannot remove its temp folder {path}: {e}") from e

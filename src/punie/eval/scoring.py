@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from punie.errors import PunieError
+from punie.errors import EvalError
 from punie.eval.code import score_code
 from punie.eval.reasoning import score_answer
 from punie.eval.stats import pass_at_k
@@ -80,11 +80,11 @@ def read_responses(path: Path) -> dict[str, list[Response]]:
     out: dict[str, list[Response]] = {}
     for n, data in read_jsonl(path):
         if "id" not in data:
-            raise PunieError(f"{path}:{n}: id: missing")
+            raise EvalError(f"{path}:{n}: id: missing")
         if not isinstance(data.get("content", ""), str | None):
-            raise PunieError(f"{path}:{n}: content: must be a string")
+            raise EvalError(f"{path}:{n}: content: must be a string")
         if not isinstance(data.get("tool_calls") or [], list):
-            raise PunieError(f"{path}:{n}: tool_calls: must be a list of OpenAI tool calls")
+            raise EvalError(f"{path}:{n}: tool_calls: must be a list of OpenAI tool calls")
         r = Response.from_dict(data)
         out.setdefault(r.id, []).append(r)
     return out
@@ -96,7 +96,7 @@ def score_file(suite: Suite, responses_path: Path) -> list[ScoredCase]:
     known = {c.id for c in suite.cases}
     stray = sorted(set(responses) - known)
     if stray:
-        raise PunieError(f"{responses_path}: id {stray[0]!r} is not a case of suite {suite.name}")
+        raise EvalError(f"{responses_path}: id {stray[0]!r} is not a case of suite {suite.name}")
     out = []
     for case in suite.cases:
         if case.id in responses:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from punie.errors import PunieError
+from punie.errors import EvalError
 from punie.eval.cache import ResponseCache, default_cache_dir
 from punie.eval.client import REQUEST_TIMEOUT_S, Sampling, Target
 from punie.eval.runner import CaseResult, EvalResult, run_suite
@@ -77,7 +77,7 @@ def _check_suite_names(suites: list[Suite]) -> None:
     for s in suites:
         other = seen.setdefault(s.name.casefold(), s)
         if other is not s:
-            raise PunieError(
+            raise EvalError(
                 f"{s.path}: suite name {s.name!r} is also the name of {other.path} "
                 f"({other.name!r}; names are compared ignoring case); rename one"
             )
@@ -85,7 +85,7 @@ def _check_suite_names(suites: list[Suite]) -> None:
 
 def _check_adapter(adapter: str) -> None:
     if not has_adapter(adapter):
-        raise PunieError(f"{adapter}: not an adapter folder (no {ADAPTER_WEIGHTS})")
+        raise EvalError(f"{adapter}: not an adapter folder (no {ADAPTER_WEIGHTS})")
 
 
 def _check_outputs(plan: EvalPlan, suites: list[Suite], run_dir: Path) -> None:
@@ -104,7 +104,7 @@ def run_eval(plan: EvalPlan, on_case: Callable[[str, CaseResult], None] | None =
     suites = [Suite.load(s) for s in plan.suites]
     _check_suite_names(suites)
     if not 0 < plan.request_timeout < float("inf"):
-        raise PunieError(
+        raise EvalError(
             f"--request-timeout: must be a positive number of seconds, got {plan.request_timeout}"
         )
     for adapter in plan.adapters:
@@ -168,7 +168,7 @@ def load_results(paths: list[Path]) -> list[EvalResult]:
         if p.is_dir():
             found = sorted(f for f in p.glob("*.json") if f.name.count(".") >= 2)
             if not found:
-                raise PunieError(f"{p}: no results files (<suite>.<label>.json) in this folder")
+                raise EvalError(f"{p}: no results files (<suite>.<label>.json) in this folder")
             out += [EvalResult.read(f) for f in found]
         else:
             out.append(EvalResult.read(p))

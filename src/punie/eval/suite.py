@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from punie.errors import PunieError
+from punie.errors import EvalError, PunieError
 from punie.eval.reasoning import DEFAULT_PATTERN, SCORERS
 from punie.eval.sandbox import Limits
 from punie.fsio import is_safe_name
@@ -61,14 +61,14 @@ class Suite:
             p = builtin_suites()[str(path)]
         if not p.is_file():
             names = ", ".join(sorted(builtin_suites()))
-            raise PunieError(f"{path}: no such suite file or built-in suite ({names})")
+            raise EvalError(f"{path}: no such suite file or built-in suite ({names})")
         text = p.read_text(encoding="utf-8")
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None)
             line = f":{mark.line + 1}" if mark else ""
-            raise PunieError(f"{p}{line}: not valid YAML ({getattr(e, 'problem', e)})") from e
+            raise EvalError(f"{p}{line}: not valid YAML ({getattr(e, 'problem', e)})") from e
         return cls.from_dict(data, source=str(p), lines=_case_lines(text))
 
     @classmethod
@@ -77,10 +77,10 @@ class Suite:
 
         def bad(where: str, msg: str, case: int | None = None) -> PunieError:
             line = f":{lines[case]}" if case in lines else ""
-            return PunieError(f"{source}{line}: {where}: {msg}")
+            return EvalError(f"{source}{line}: {where}: {msg}")
 
         if not isinstance(data, dict):
-            raise PunieError(f"{source}: a suite is a mapping with name, kind and cases")
+            raise EvalError(f"{source}: a suite is a mapping with name, kind and cases")
         for key in ("name", "kind", "cases"):
             if key not in data:
                 raise bad(key, "missing")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from punie.errors import PunieError
+from punie.errors import ConfigError
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 # What a model folder needs for mlx_lm and transformers; the rest of a hub repo is skipped.
@@ -25,11 +25,11 @@ def resolve_model(name: str | Path) -> Path:
     path = Path(name).expanduser()
     if path.exists():
         if not (path / "config.json").is_file():
-            raise PunieError(f"{path}: not a model folder (no config.json)")
+            raise ConfigError(f"{path}: not a model folder (no config.json)")
         return path
     name = str(name)
     if not is_hub_id(name):
-        raise PunieError(f"{name}: no such folder, and not a hub id of the form owner/name")
+        raise ConfigError(f"{name}: no such folder, and not a hub id of the form owner/name")
     return _download(name)
 
 
@@ -40,11 +40,11 @@ def _download(repo_id: str) -> Path:
     try:
         return Path(snapshot_download(repo_id, allow_patterns=_MODEL_FILES))
     except LocalEntryNotFoundError as e:
-        raise PunieError(
+        raise ConfigError(
             f"{repo_id}: not in the local Hugging Face cache and the hub cannot be reached "
             "(offline, or HF_HUB_OFFLINE=1); download it once with network, or pass a folder"
         ) from e
     except HfHubHTTPError as e:
-        raise PunieError(f"{repo_id}: the hub refused the download: {e}") from e
+        raise ConfigError(f"{repo_id}: the hub refused the download: {e}") from e
     except OSError as e:  # DNS failure, refused connection and the like
-        raise PunieError(f"{repo_id}: cannot reach the Hugging Face hub ({e})") from e
+        raise ConfigError(f"{repo_id}: cannot reach the Hugging Face hub ({e})") from e

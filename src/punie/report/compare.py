@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from punie.errors import PunieError
+from punie.errors import EvalError
 from punie.eval.runner import EvalResult
 from punie.eval.stats import mcnemar_exact, newcombe_delta, wilson
 
@@ -86,12 +86,12 @@ class Comparison:
 
 def compare(a: EvalResult, b: EvalResult) -> Comparison:
     if a.suite != b.suite:
-        raise PunieError(f"cannot compare suite {a.suite!r} with suite {b.suite!r}")
+        raise EvalError(f"cannot compare suite {a.suite!r} with suite {b.suite!r}")
     ca = {c.id: c for c in a.cases}
     cb = {c.id: c for c in b.cases}
     shared = [i for i in ca if i in cb]
     if not shared:
-        raise PunieError(f"{a.label} and {b.label} share no case of suite {a.suite!r}")
+        raise EvalError(f"{a.label} and {b.label} share no case of suite {a.suite!r}")
     gained = tuple(i for i in shared if cb[i].passed and not ca[i].passed)
     lost = tuple(i for i in shared if ca[i].passed and not cb[i].passed)
     categories = []

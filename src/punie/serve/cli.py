@@ -48,14 +48,14 @@ def serve(
     Requests should name the model folder as `model` (and the adapter folder as `adapters`); a
     request without `model` gets the model and adapter given here. Ctrl-C stops the server and
     everything it started."""
-    from punie.errors import PunieError
+    from punie.errors import ServerError
     from punie.model.resolve import resolve_model
     from punie.serve.server import Server
     from punie.train.rundir import ADAPTER_WEIGHTS, has_adapter
 
     folder = resolve_model(model)
     if adapter and not has_adapter(adapter):
-        raise PunieError(f"{adapter}: not an adapter folder (no {ADAPTER_WEIGHTS})")
+        raise ServerError(f"{adapter}: not an adapter folder (no {ADAPTER_WEIGHTS})")
     server = Server(
         folder,
         adapter=adapter,
@@ -72,4 +72,4 @@ def serve(
         code = server.wait()
         ended = server.status()
     if code:
-        raise PunieError(ended or f"mlx_lm.server exited with code {code}")
+        raise ServerError(ended or f"mlx_lm.server exited with code {code}")

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import httpx
 
-from punie.errors import PunieError
+from punie.errors import ServerError
 from punie.logecho import LogEcho
 from punie.proc import python_module, spawn, stop_group
 
@@ -56,13 +56,13 @@ def free_port() -> int:
 def check_port_free(port: int) -> None:
     """Refuse a port that something already listens on (a one-line PunieError)."""
     if not 0 < port < 65536:
-        raise PunieError(f"port: {port} is not a TCP port (1-65535)")
+        raise ServerError(f"port: {port} is not a TCP port (1-65535)")
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         try:
             s.bind((HOST, port))
         except OSError as e:
             why = "is already in use" if e.errno == errno.EADDRINUSE else f"cannot be used ({e})"
-            raise PunieError(
+            raise ServerError(
                 f"port {port} on {HOST} {why}; pick another --port or leave it out for a free one"
             ) from None
 
@@ -80,7 +80,7 @@ class Server:
         on_wait: Callable[[float], None] | None = None,
     ):
         if not 0 < startup_timeout < float("inf"):
-            raise PunieError(
+            raise ServerError(
                 f"startup timeout: must be a positive number of seconds, got {startup_timeout}"
             )
         self.model = str(model)
@@ -138,7 +138,7 @@ class Server:
                     stop_group(self._proc, grace=2.0)
                     self._proc = None
                     if self.fixed_port or attempt == PORT_ATTEMPTS:
-                        raise PunieError(
+                        raise ServerError(
                             f"mlx_lm.server could not bind port {self.port} on {HOST}: another "
                             f"process took it ({attempt} tries)"
                         ) from None
@@ -155,7 +155,7 @@ class Server:
             try:
                 check_port_free(self.port)
                 return
-            except PunieError:
+            except ServerError:
                 if self.fixed_port or attempt == PORT_ATTEMPTS:
                     raise
                 self.port = free_port()
@@ -200,7 +200,7 @@ class Server:
                 raise _PortTaken()
             if self._proc.poll() is not None:
                 where = f"; see {self.log}" if self.log else ""
-                raise PunieError(
+                raise ServerError(
                     f"mlx_lm.server for {self.model} exited with code {self._proc.returncode}"
                     f" before it was ready{where}"
                 )
@@ -211,7 +211,7 @@ class Server:
                 next_report += 1.0
             time.sleep(0.25)
         where = f"; see {self.log}" if self.log else ""
-        raise PunieError(
+        raise ServerError(
             f"mlx_lm.server did not answer on {self.base_url} within {self.startup_timeout:g}s"
             f" (set a longer startup timeout for a slow model){where}"
         )

@@ -16,8 +16,8 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from punie.backends.base import Capabilities, parse_options
-from punie.errors import PunieError
+from punie.backends.base import Capabilities, FuseResult, parse_options
+from punie.errors import ConfigError
 from punie.train.callbacks import TrainingEvents
 from punie.train.config import TrainConfig
 from punie.train.rundir import RunDir, adapter_config_file
@@ -31,7 +31,7 @@ def model_config(model: str) -> dict[str, Any] | None:
     try:
         return json.loads((path / "config.json").read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise PunieError(f"model: {path}: not a model folder (no config.json)") from None
+        raise ConfigError(f"model: {path}: not a model folder (no config.json)") from None
 
 
 def is_quantized(model_cfg: dict[str, Any] | None) -> bool:
@@ -74,19 +74,19 @@ class MLXBackend:
         if cfg is not None:
             layers = cfg.get("num_hidden_layers")
             if layers and config.num_layers > layers:
-                raise PunieError(
+                raise ConfigError(
                     f"num_layers: {config.num_layers} is more than the model's {layers} layers "
                     "(use -1 for all)"
                 )
             if config.fine_tune_type == "full" and is_quantized(cfg):
-                raise PunieError(
+                raise ConfigError(
                     "fine_tune_type: full fine-tuning needs an unquantized model; "
                     f"{config.model} is quantized (use lora or dora: QLoRA)"
                 )
             if config.target_modules and config.fine_tune_type != "full":
                 check_target_modules(config, weight_modules(Path(config.model).expanduser()))
         if config.lr_schedule not in ("constant", "cosine"):
-            raise PunieError(f"lr_schedule: {config.lr_schedule!r} is not one of constant, cosine")
+            raise ConfigError(f"lr_schedule: {config.lr_schedule!r} is not one of constant, cosine")
         if config.from_adapter:
             check_adapter_fits(config)
 
@@ -96,10 +96,26 @@ class MLXBackend:
         run_worker(run.path, events, stage=config.method)
         return run.adapter
 
-    def fuse(self, run_dir: Path, out: Path, **options: Any) -> Path:
+    def fuse(
+        self,
+        run_dir: Path,
+        out: Path,
+        *,
+        checkpoint: str = "best",
+        dequantize: bool = False,
+        gguf: bool = False,
+        parity: bool = True,
+    ) -> FuseResult:
         from punie.train.fuse import fuse_run
 
-        return fuse_run(Path(run_dir), Path(out), **options).out
+        return fuse_run(
+            Path(run_dir),
+            Path(out),
+            checkpoint=checkpoint,
+            dequantize=dequantize,
+            gguf=gguf,
+            parity=parity,
+        )
 
 
 def weight_modules(folder: Path) -> set[str]:
@@ -129,7 +145,7 @@ def check_target_modules(config: Any, modules: set[str]) -> None:
     for name in config.target_modules:
         if not any(m == name or m.endswith(f".{name}") for m in modules):
             in_layers = sorted({m.group(1) for m in map(_IN_LAYER.search, modules) if m})
-            raise PunieError(
+            raise ConfigError(
                 f"target_modules: {name!r} is not a module LoRA can adapt in {config.model} "
                 f"(in each layer: {', '.join(in_layers) or 'none'})"
             )
@@ -145,7 +161,7 @@ def check_adapter_fits(config: Any) -> None:
     try:
         earlier = json.loads(adapter_config_file(folder).read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise PunieError(
+        raise ConfigError(
             f"from_adapter: {folder}: no adapter_config.json beside the adapter"
         ) from None
     lora = earlier.get("lora_parameters") or {}
@@ -162,7 +178,7 @@ def check_adapter_fits(config: Any) -> None:
         )  # fmt: skip
     for name, theirs, ours in pairs:
         if theirs != ours:
-            raise PunieError(
+            raise ConfigError(
                 f"from_adapter: {folder} was trained with {name}={theirs!r}, this run has "
                 f"{name}={ours!r}; they must match to continue the same adapter"
             )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -138,8 +137,8 @@ def train_command(
     `best/` (lowest validation loss), `checkpoint/`, `metrics.jsonl` and `run.json`.
     Ctrl-C stops cleanly and keeps the checkpoint: continue with `punie train --resume NAME`.
     """
-    from punie.train.config import TrainConfig, resolve_config, to_toml
-    from punie.train.launch import start
+    from punie import api
+    from punie.train.config import to_toml
 
     flags = {
         "model": model,
@@ -156,35 +155,31 @@ def train_command(
         "method": method,
     }
     if resume:
-        run_dir = runs.find_run(resume, runs_dir)
-        config = TrainConfig.load(RunDir(run_dir).config)
-        if iters is not None:
-            config = config.with_(iters=iters)
+        config = api.run_config(resume, runs_dir=runs_dir, iters=iters)
     else:
-        if name:
-            flags["adapter_path"] = str(runs_dir / name)
-        config = resolve_config(config_file, flags, sets, default_adapter_path=_default_run)
-        launch = {"launcher": launcher, "num_processes": num_processes}
-        if any(v is not None for v in launch.values()):  # backend options ride in `extra`
-            extra = {**config.extra, **{k: v for k, v in launch.items() if v is not None}}
-            config = config.with_(extra=extra)
+        config = api.load_config(
+            config_file,
+            overrides=flags,
+            sets=sets,
+            name=name,
+            runs_dir=runs_dir,
+            options={"launcher": launcher, "num_processes": num_processes},
+        )
     if print_config:
         print(to_toml(config), end="")
         return
     with _progress(disable=as_json) as progress:
         done = runs.read_metrics(RunDir(Path(config.adapter_path)).metrics) if resume else []
         live = LiveProgress(progress, config.iters, max((r["iteration"] for r in done), default=0))
-        result = start(config, events=live, resume=bool(resume), overwrite=overwrite)
+        if resume:
+            result = api.resume(resume, runs_dir=runs_dir, iters=iters, events=live)
+        else:
+            result = api.train(config, events=live, overwrite=overwrite)
     if as_json:
         print(json.dumps(result.record, indent=2))
         return
     console.print(_summary(result.record), highlight=False)
     print(result.run_dir)
-
-
-def _default_run(config: dict[str, Any]) -> str:
-    stem = Path(str(config.get("model", "model")).rstrip("/")).name or "model"
-    return str(runs.DEFAULT_RUNS_DIR / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}")
 
 
 def _fmt(value: Any, spec: str = ".3f") -> str:
@@ -270,13 +265,16 @@ def fuse_command(
     runs_dir: RunsDir = runs.DEFAULT_RUNS_DIR,
     as_json: AsJson = False,
 ) -> None:
-    """Merge a run's adapter into its base model, write an Ollama Modelfile, and prove the
-    fused model answers exactly as base+adapter does (greedy, a few prompts)."""
-    from punie.train.fuse import fuse_run
+    """Merge a run's adapter into its base model, through the backend that trained the run.
 
-    result = fuse_run(
-        runs.find_run(run, runs_dir),
+    An mlx run is fused by mlx_lm, gets an Ollama Modelfile, and is checked to answer exactly as
+    base+adapter does (greedy, a few prompts); a peft run is merged by PEFT."""
+    from punie import api
+
+    result = api.fuse(
+        run,
         out,
+        runs_dir=runs_dir,
         checkpoint=checkpoint,
         dequantize=dequantize,
         gguf=gguf,

@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from punie.errors import PunieError
+from punie.errors import ConfigError, PunieError
 
 FINE_TUNE_TYPES = ("lora", "dora", "full")
 OPTIMIZERS = ("adam", "adamw", "sgd", "adafactor", "muon")
@@ -169,14 +169,14 @@ class TrainConfig:
             if key not in known:
                 close = difflib.get_close_matches(key, sorted(known), n=1)
                 hint = f" (did you mean {close[0]}?)" if close else ""
-                raise PunieError(f"{source}: {key}: unknown key{hint}")
+                raise ConfigError(f"{source}: {key}: unknown key{hint}")
         for key in ("model", "data"):
             if data.get(key) in (None, ""):
-                raise PunieError(f"{source}: {key}: required (set it in the file or with --{key})")
+                raise ConfigError(f"{source}: {key}: required (set it in the file or with --{key})")
         try:
             return cls(**data)
         except PunieError as e:
-            raise PunieError(f"{source}: {e}") from None
+            raise ConfigError(f"{source}: {e}") from None
 
     @classmethod
     def load(cls, path: Path | str) -> TrainConfig:
@@ -211,12 +211,12 @@ def _check_type(name: str, value: Any, kind: Any) -> None:
         if is_tuple and all(isinstance(v, str) for v in value):
             return
     expected = " or ".join(_type_name(o) for o in options if o is not type(None))
-    raise PunieError(f"{name}: expected {expected}, got {value!r}")
+    raise ConfigError(f"{name}: expected {expected}, got {value!r}")
 
 
 def _one_of(name: str, value: str, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
-        raise PunieError(f"{name}: {value!r} is not one of {', '.join(allowed)}")
+        raise ConfigError(f"{name}: {value!r} is not one of {', '.join(allowed)}")
 
 
 def _non_finite(value: Any, path: str) -> tuple[str, float] | None:
@@ -237,11 +237,11 @@ def _check_values(c: TrainConfig) -> None:
     for f in fields(c):
         bad = _non_finite(getattr(c, f.name), f.name)
         if bad:
-            raise PunieError(f"{bad[0]}: must be a finite number, got {bad[1]}")
+            raise ConfigError(f"{bad[0]}: must be a finite number, got {bad[1]}")
     _one_of("fine_tune_type", c.fine_tune_type, FINE_TUNE_TYPES)
     _one_of("cut_rows", c.cut_rows, CUT_ROWS)
     if not c.method:
-        raise PunieError("method: must name a training method, e.g. sft")
+        raise ConfigError("method: must name a training method, e.g. sft")
     _one_of("optimizer", c.optimizer, OPTIMIZERS)
     _one_of("lr_schedule", c.lr_schedule, LR_SCHEDULES)
     for name in (
@@ -255,38 +255,38 @@ def _check_values(c: TrainConfig) -> None:
         "save_every",
     ):
         if getattr(c, name) < 1:
-            raise PunieError(f"{name}: must be at least 1, got {getattr(c, name)}")
+            raise ConfigError(f"{name}: must be at least 1, got {getattr(c, name)}")
     if c.learning_rate <= 0:
-        raise PunieError(f"learning_rate: must be positive, got {c.learning_rate}")
+        raise ConfigError(f"learning_rate: must be positive, got {c.learning_rate}")
     if not 0 <= c.dropout < 1:
-        raise PunieError(f"dropout: must be in [0, 1), got {c.dropout}")
+        raise ConfigError(f"dropout: must be in [0, 1), got {c.dropout}")
     if c.scale <= 0:
-        raise PunieError(f"scale: must be positive, got {c.scale}")
+        raise ConfigError(f"scale: must be positive, got {c.scale}")
     if c.weight_decay is not None and c.weight_decay < 0:
-        raise PunieError(f"weight_decay: must be at least 0, got {c.weight_decay}")
+        raise ConfigError(f"weight_decay: must be at least 0, got {c.weight_decay}")
     if c.num_layers == 0 or c.num_layers < -1:
-        raise PunieError(f"num_layers: must be -1 (all) or at least 1, got {c.num_layers}")
+        raise ConfigError(f"num_layers: must be -1 (all) or at least 1, got {c.num_layers}")
     if c.val_batches == 0 or c.val_batches < -1:
-        raise PunieError(f"val_batches: must be -1 (all) or at least 1, got {c.val_batches}")
+        raise ConfigError(f"val_batches: must be -1 (all) or at least 1, got {c.val_batches}")
     if c.epochs is not None and c.epochs <= 0:
-        raise PunieError(f"epochs: must be positive, got {c.epochs}")
+        raise ConfigError(f"epochs: must be positive, got {c.epochs}")
     if c.patience is not None and c.patience < 1:
-        raise PunieError(f"patience: must be at least 1 evaluation, got {c.patience}")
+        raise ConfigError(f"patience: must be at least 1 evaluation, got {c.patience}")
     if not 0 <= c.warmup_steps < c.iters:
-        raise PunieError(f"warmup_steps: must be in [0, iters={c.iters}), got {c.warmup_steps}")
+        raise ConfigError(f"warmup_steps: must be in [0, iters={c.iters}), got {c.warmup_steps}")
     if not 0 <= c.seed <= SEED_MAX:
-        raise PunieError(f"seed: must be in [0, {SEED_MAX}], got {c.seed}")
+        raise ConfigError(f"seed: must be in [0, {SEED_MAX}], got {c.seed}")
     if c.target_modules is not None and not c.target_modules:
-        raise PunieError("target_modules: must name at least one module, or be left out")
+        raise ConfigError("target_modules: must name at least one module, or be left out")
     if c.fine_tune_type == "full" and c.target_modules:
-        raise PunieError("target_modules: only applies to lora and dora, not full fine-tuning")
+        raise ConfigError("target_modules: only applies to lora and dora, not full fine-tuning")
 
 
 def read_config_file(path: Path | str) -> dict[str, Any]:
     """A flat table of keys from a .toml, .yaml/.yml or .json file."""
     path = Path(path)
     if not path.is_file():
-        raise PunieError(f"{path}: no such config file")
+        raise ConfigError(f"{path}: no such config file")
     text = path.read_text(encoding="utf-8")
     try:
         if path.suffix == ".toml":
@@ -296,12 +296,12 @@ def read_config_file(path: Path | str) -> dict[str, Any]:
         elif path.suffix == ".json":
             data = json.loads(text)
         else:
-            raise PunieError(f"{path}: config files are .toml, .yaml, .yml or .json")
+            raise ConfigError(f"{path}: config files are .toml, .yaml, .yml or .json")
     except (tomllib.TOMLDecodeError, yaml.YAMLError, json.JSONDecodeError) as e:
         reason = " ".join(str(e).split())
-        raise PunieError(f"{path}: not valid {path.suffix[1:].upper()}: {reason}") from None
+        raise ConfigError(f"{path}: not valid {path.suffix[1:].upper()}: {reason}") from None
     if not isinstance(data, dict):
-        raise PunieError(f"{path}: expected a table of keys at the top level")
+        raise ConfigError(f"{path}: expected a table of keys at the top level")
     return data
 
 
@@ -311,7 +311,7 @@ def parse_override(item: str) -> tuple[str, Any]:
     key, sep, raw = item.partition("=")
     key = key.strip().replace("-", "_")
     if not sep or not key:
-        raise PunieError(f"--set {item}: expected key=value")
+        raise ConfigError(f"--set {item}: expected key=value")
     if raw.strip().lower() in ("none", "null"):
         return key, None
     try:
@@ -364,7 +364,7 @@ def _toml_value(value: Any) -> str:
     if isinstance(value, dict):
         inner = ", ".join(f"{json.dumps(k)} = {_toml_value(v)}" for k, v in value.items())
         return "{ " + inner + " }"
-    raise PunieError(f"cannot write {value!r} as TOML")
+    raise ConfigError(f"cannot write {value!r} as TOML")
 
 
 def field_help(name: str) -> str:
@@ -407,7 +407,7 @@ def replace_docs_table(text: str) -> str:
     head, start, rest = text.partition(DOCS_TABLE_START)
     _, end, tail = rest.partition(DOCS_TABLE_END)
     if not start or not end:
-        raise PunieError(f"docs: the config table markers are missing ({DOCS_TABLE_START})")
+        raise ConfigError(f"docs: the config table markers are missing ({DOCS_TABLE_START})")
     return f"{head}{start}\n{docs_table()}{end}{tail}"
 
 

@@ -15,14 +15,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from punie.errors import PunieError
+from punie.errors import BackendError, PunieError
 
 
-class TrainingFailed(PunieError):
+class TrainingFailed(BackendError):
     """The trainer cannot go on: `reason`, about config key or file `field` where there is one."""
 
-    def __init__(self, reason: str, field: str | None = None, exit_code: int = 2):
-        super().__init__(f"{field}: {reason}" if field else reason, exit_code=exit_code)
+    def __init__(self, reason: str, field: str | None = None):
+        super().__init__(f"{field}: {reason}" if field else reason)
         self.reason = reason
         self.field = field
 
@@ -32,13 +32,6 @@ class TrainingFailed(PunieError):
     @classmethod
     def from_event(cls, event: dict[str, Any]) -> TrainingFailed:
         return cls(str(event.get("reason") or "training failed"), event.get("field") or None)
-
-
-class TrainingInterrupted(PunieError):
-    """The trainer stopped on a signal after writing its checkpoint."""
-
-    def __init__(self, message: str):
-        super().__init__(message, exit_code=130)
 
 
 class EventChannel:

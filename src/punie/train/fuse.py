@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import json
 import tempfile
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from punie.errors import PunieError
+from punie.backends.base import FuseResult
+from punie.errors import BackendError
 from punie.fsio import atomic_dir, atomic_file, read_jsonl
 from punie.model.resolve import resolve_model
 from punie.proc import child_process, python_module
@@ -34,34 +34,15 @@ _FALLBACK_PROMPTS = (
 )
 
 
-@dataclass(frozen=True)
-class FuseResult:
-    out: Path
-    run: str
-    adapter: Path
-    gguf: Path | None
-    modelfile: Path
-    parity: list[dict[str, Any]] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        return {k: str(v) if isinstance(v, Path) else v for k, v in data.items()}
-
-    def summary(self) -> str:
-        checked = f"parity ok on {len(self.parity)} prompts" if self.parity else "parity skipped"
-        gguf = f", gguf {self.gguf}" if self.gguf else ""
-        return f"fused {self.run} ({self.adapter.name}) into {self.out}{gguf}; {checked}"
-
-
 def adapter_folder(run_dir: Path, checkpoint: str) -> Path:
     if checkpoint not in ("best", "final"):
-        raise PunieError(f"--checkpoint: {checkpoint!r} is not one of best, final")
+        raise BackendError(f"--checkpoint: {checkpoint!r} is not one of best, final")
     run = RunDir(run_dir)
     best = run.best_adapter()
     if checkpoint == "best" and best:
         return best
     if not has_adapter(run.adapter):
-        raise PunieError(f"{run_dir}: has no adapter yet ({ADAPTER_WEIGHTS})")
+        raise BackendError(f"{run_dir}: has no adapter yet ({ADAPTER_WEIGHTS})")
     return run.adapter
 
 
@@ -118,7 +99,7 @@ def check_parity(
         with child_process(cmd, log=log) as proc:
             code = proc.wait()
         if code != 0:
-            raise PunieError(f"parity check: generation failed with code {code} (log: {log})")
+            raise BackendError(f"parity check: generation failed with code {code} (log: {log})")
         answers = json.loads(result.read_text())
     rows = [
         {"prompt": i, "adapted": a, "fused": f, "same": a == f}
@@ -126,7 +107,7 @@ def check_parity(
     ]
     for row in rows:
         if not row["same"]:
-            raise PunieError(
+            raise BackendError(
                 f"parity check failed: prompt {row['prompt']}: base+adapter answered "
                 f"{row['adapted'][:60]!r} but the fused model answered {row['fused'][:60]!r}; "
                 "the fused weights do not reproduce the adapter (quantized base? try --dequantize)"
@@ -206,7 +187,7 @@ def fuse_run(
     adapter = adapter_folder(run_dir, checkpoint)
     base = resolve_model(config.model)
     if gguf and model_type(base) not in GGUF_MODEL_TYPES:
-        raise PunieError(
+        raise BackendError(
             f"--gguf: mlx_lm exports GGUF only for {', '.join(GGUF_MODEL_TYPES)}; "
             f"{base.name} is {model_type(base) or 'an unknown type'} (fuse without --gguf)"
         )
@@ -216,7 +197,7 @@ def fuse_run(
             code = proc.wait()
         if code != 0:
             tail = " | ".join(log.read_text(errors="replace").strip().splitlines()[-2:])
-            raise PunieError(f"mlx_lm fuse exited with code {code}: {tail} (log: {log})")
+            raise BackendError(f"mlx_lm fuse exited with code {code}: {tail} (log: {log})")
         with atomic_file(tmp / "Modelfile") as f:
             f.write(modelfile(base, record.get("name", run_dir.name), gguf))
         checked = []

@@ -20,12 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from punie.backends import get_backend
-from punie.errors import PunieError
+from punie.errors import ConfigError, PunieError, TrainingInterrupted
 from punie.fsio import write_json
 from punie.train import runs
 from punie.train.callbacks import Callbacks, TrainingCallback, TrainingEvents
 from punie.train.config import TrainConfig
-from punie.train.events import TrainingInterrupted
 from punie.train.records import MetricsSummary, RunRecord
 from punie.train.rundir import RunDir
 
@@ -56,7 +55,7 @@ def resolve_iters(config: TrainConfig) -> TrainConfig:
     rows = runs.data_manifest(config.data).get("train", {}).get("rows", 0)
     per_epoch = rows // config.batch_size
     if per_epoch < 1:
-        raise PunieError(
+        raise ConfigError(
             f"epochs: {config.data}/train.jsonl has {rows} rows, fewer than one batch of "
             f"{config.batch_size}"
         )
@@ -67,19 +66,19 @@ def resolve_iters(config: TrainConfig) -> TrainConfig:
 def check_data(config: TrainConfig) -> dict[str, Any]:
     data = Path(config.data)
     if not data.is_dir():
-        raise PunieError(f"data: {data}: no such folder (it needs train.jsonl, valid.jsonl)")
+        raise ConfigError(f"data: {data}: no such folder (it needs train.jsonl, valid.jsonl)")
     manifest = runs.data_manifest(data)
     train = manifest.get("train")
     if not train or train["rows"] == 0:
-        raise PunieError(f"data: {data}/train.jsonl is missing or empty")
+        raise ConfigError(f"data: {data}/train.jsonl is missing or empty")
     if train["rows"] < config.batch_size:
-        raise PunieError(
+        raise ConfigError(
             f"batch_size: {config.batch_size} is more than the {train['rows']} rows of "
             f"{data}/train.jsonl"
         )
     valid = manifest.get("valid")
     if valid and 0 < valid["rows"] < config.batch_size:
-        raise PunieError(
+        raise ConfigError(
             f"batch_size: {config.batch_size} is more than the {valid['rows']} rows of "
             f"{data}/valid.jsonl (validation needs one full batch)"
         )
@@ -92,19 +91,19 @@ def check(config: TrainConfig):
     caps = backend.capabilities()
     if config.fine_tune_type not in caps.fine_tune_types:
         allowed = ", ".join(caps.fine_tune_types)
-        raise PunieError(
+        raise ConfigError(
             f"fine_tune_type: {config.fine_tune_type!r} is not supported by backend "
             f"{config.backend} ({allowed})"
         )
     if config.method not in caps.methods:
-        raise PunieError(
+        raise ConfigError(
             f"method: {config.method!r} is not supported by backend {config.backend} "
             f"({', '.join(caps.methods)})"
         )
     config = resolve_iters(config)
     manifest = check_data(config)
     if config.from_adapter and not Path(config.from_adapter).exists():
-        raise PunieError(f"from_adapter: {config.from_adapter}: no such file or folder")
+        raise ConfigError(f"from_adapter: {config.from_adapter}: no such file or folder")
     backend.check(config)
     return backend, config, manifest
 
@@ -143,13 +142,13 @@ def start(
         for split, entry in manifest.items():
             if split in record.data and record.data[split]["sha256"] != entry["sha256"]:
                 lock.release()
-                raise PunieError(
+                raise ConfigError(
                     f"resume: {entry['path']} changed since the run started (sha256 differs); "
                     "start a new run, or use --from-adapter to build on this one"
                 )
         if not run.checkpoint.is_dir():
             lock.release()
-            raise PunieError(f"resume: {run.path} has no checkpoint to resume from")
+            raise ConfigError(f"resume: {run.path} has no checkpoint to resume from")
         record = replace(
             record, status="running", pid=os.getpid(), iters=config.iters,
             resumes=record.resumes + 1,

@@ -31,7 +31,7 @@ import mlx.nn as nn
 import numpy as np
 from mlx_lm.tuner.datasets import CacheDataset, create_dataset
 
-from punie.errors import PunieError
+from punie.errors import DataError, PunieError
 from punie.fsio import read_jsonl
 
 Span = tuple[int, int]  # [start, end) token positions that carry loss
@@ -60,7 +60,7 @@ def assistant_spans(tokenizer: Any, messages: list[dict], tools: Any = None) -> 
         before = render(messages[:i], gen=True)
         through = full if i == len(messages) - 1 else render(messages[: i + 1])
         if full[: len(before)] != before or full[: len(through)] != through:
-            raise PunieError(
+            raise DataError(
                 f"messages[{i}]: the chat template does not render this assistant turn as a "
                 "continuation of the conversation before it, so its tokens cannot be masked "
                 "per turn; train without mask_prompt"
@@ -87,7 +87,7 @@ class ChatTurns:
             return tokens, assistant_spans(self.tokenizer, messages, tools)
         except PunieError as e:
             where = f"{self.source}:{self._rows.index(row) + 1}: " if self.source else ""
-            raise PunieError(f"{where}{e}") from None
+            raise DataError(f"{where}{e}") from None
 
     def __getitem__(self, idx: int) -> dict:
         return self._rows[idx]
@@ -128,7 +128,7 @@ def make_dataset(rows: list[dict], tokenizer: Any, mask_prompt: bool, source: st
     try:
         return OneSpan(create_dataset(rows, tokenizer, _Options(mask_prompt)))
     except ValueError as e:
-        raise PunieError(f"{source}: {e}".splitlines()[0]) from None
+        raise DataError(f"{source}: {e}".splitlines()[0]) from None
 
 
 def load_split(data: Path, name: str, tokenizer: Any, mask_prompt: bool):

@@ -16,12 +16,12 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from punie.errors import PunieError
+from punie.errors import BackendError, TrainingInterrupted
 from punie.logecho import LogEcho
 from punie.proc import child_process, python_module
 from punie.train.callbacks import TrainingCallback, TrainingEvents
 from punie.train.config import TrainConfig
-from punie.train.events import TrainingFailed, TrainingInterrupted
+from punie.train.events import TrainingFailed
 from punie.train.records import MetricsRecord
 from punie.train.rundir import RunDir
 
@@ -90,7 +90,7 @@ def run_worker(
         if failed:
             raise TrainingFailed.from_event(failed)
         tail = " | ".join(run.log.read_text(errors="replace").strip().splitlines()[-3:])
-        raise PunieError(f"trainer exited with code {code}: {tail} (log: {run.log})")
+        raise BackendError(f"trainer exited with code {code}: {tail} (log: {run.log})")
     events.on_stage_end(stage, iteration, "completed")
     return last
 

@@ -1,0 +1,216 @@
+"""The calls behind each `punie` command, for Python: train, resume, fuse, evaluate, compare.
+
+Each is one step of the loop with the decisions the CLI used to make for itself: where a run
+goes and what it is called, how an interrupted run continues, which backend fuses a run (the one
+that trained it), which results are compared with which. The CLI parses its arguments, calls one
+of these and renders what it returns; `import punie` reaches them as `punie.train`, ...
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from punie.backends import get_backend
+from punie.backends.base import FuseResult
+from punie.errors import EvalError
+from punie.eval.client import REQUEST_TIMEOUT_S, Sampling
+from punie.eval.runner import CaseResult, EvalResult
+from punie.eval.session import EvalPlan, EvalRun, load_results, run_eval
+from punie.eval.suite import Suite
+from punie.report.compare import Comparison
+from punie.report.compare import compare as compare_results
+from punie.report.html import write_report as write_html
+from punie.serve.server import STARTUP_TIMEOUT_S
+from punie.train import runs
+from punie.train.callbacks import TrainingEvents
+from punie.train.config import TrainConfig, resolve_config
+from punie.train.launch import RunResult, start
+from punie.train.rundir import RunDir
+
+Run = RunResult  # what `train` and `resume` return: the run folder and its record
+BACKEND_OPTIONS = ("launcher", "num_processes")  # flags that ride in `TrainConfig.extra`
+
+
+def default_run_dir(model: str, runs_dir: Path | str = runs.DEFAULT_RUNS_DIR) -> Path:
+    """`RUNS_DIR/<model folder name>-<YYYYmmdd-HHMMSS>`: a new run's folder when none is named."""
+    stem = Path(str(model).rstrip("/")).name or "model"
+    return Path(runs_dir) / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def load_config(
+    path: Path | str | None = None,
+    *,
+    overrides: Mapping[str, Any] | None = None,
+    sets: Iterable[str] | None = None,
+    name: str | None = None,
+    runs_dir: Path | str = runs.DEFAULT_RUNS_DIR,
+    options: Mapping[str, Any] | None = None,
+) -> TrainConfig:
+    """A training config: the file at `path`, then `sets` (`"key=value"`), then `overrides`
+    (None values skipped). The run folder is `runs_dir/name`, else the config's `adapter_path`,
+    else `default_run_dir`. `options` are the backend's own (launcher, ...), kept in `extra`."""
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    if name:
+        given["adapter_path"] = str(Path(runs_dir) / name)
+    config = resolve_config(
+        path,
+        given,
+        list(sets or []),
+        default_adapter_path=lambda data: str(default_run_dir(data.get("model", ""), runs_dir)),
+    )
+    options = {k: v for k, v in (options or {}).items() if v is not None}
+    return config.with_(extra={**config.extra, **options}) if options else config
+
+
+def train(
+    config: TrainConfig | Path | str,
+    *,
+    events: TrainingEvents | None = None,
+    overwrite: bool = False,
+) -> Run:
+    """Train `config` (a TrainConfig, or a config file) into its run folder; return the Run.
+
+    `events` (a `TrainingCallback` subclass, say) hears the training as it goes: each train and
+    validation report (a `MetricsRecord`, as written to metrics.jsonl), checkpoints, warnings,
+    the stage's start and end. A folder that already holds a run is refused unless `overwrite`.
+    Ctrl-C raises TrainingInterrupted and keeps the checkpoint: continue with `resume`."""
+    if not isinstance(config, TrainConfig):
+        config = load_config(config)
+    return start(config, events=events, overwrite=overwrite)
+
+
+def run_config(
+    run: Path | str, *, runs_dir: Path | str = runs.DEFAULT_RUNS_DIR, iters: int | None = None
+) -> TrainConfig:
+    """The config a run (a name under `runs_dir`, or a run folder) was started with; `iters`
+    raises its target, for a run that should go on longer."""
+    config = TrainConfig.load(RunDir(runs.find_run(run, runs_dir)).config)
+    return config.with_(iters=iters) if iters is not None else config
+
+
+def resume(
+    run: Run | Path | str,
+    *,
+    runs_dir: Path | str = runs.DEFAULT_RUNS_DIR,
+    iters: int | None = None,
+    events: TrainingEvents | None = None,
+) -> Run:
+    """Continue an interrupted run from its checkpoint, with the config it started with (and
+    the data it started with: a changed file is refused)."""
+    folder = run.run_dir if isinstance(run, RunResult) else run
+    config = run_config(folder, runs_dir=runs_dir, iters=iters)
+    return start(config, events=events, resume=True)
+
+
+def fuse(
+    run: Run | Path | str,
+    out: Path | str,
+    *,
+    runs_dir: Path | str = runs.DEFAULT_RUNS_DIR,
+    checkpoint: str = "best",
+    dequantize: bool = False,
+    gguf: bool = False,
+    parity: bool = True,
+) -> FuseResult:
+    """Merge a run's adapter into its base model at `out`, through the backend that trained the
+    run (`config.json`'s `backend`): mlx_lm's fuser for an mlx run, PEFT's merge for a peft run."""
+    run_dir = runs.find_run(run.run_dir if isinstance(run, RunResult) else run, runs_dir)
+    backend = get_backend(TrainConfig.load(RunDir(run_dir).config).backend)
+    return backend.fuse(
+        run_dir, Path(out), checkpoint=checkpoint, dequantize=dequantize, gguf=gguf, parity=parity
+    )
+
+
+def evaluate(
+    suite: Suite | Path | str,
+    model: str,
+    adapter: Path | str | None = None,
+    base_url: str | None = None,
+    *,
+    sampling: Sampling | None = None,
+    run_dir: Path | None = None,
+    report: Path | None = None,
+    concurrency: int = 4,
+    cache_dir: Path | None = None,
+    use_cache: bool = True,
+    api_key: str | None = None,
+    startup_timeout: float = STARTUP_TIMEOUT_S,
+    request_timeout: float = REQUEST_TIMEOUT_S,
+) -> EvalResult:
+    """Score `model` (with `adapter`) on one suite (a file, a built-in name, or a loaded Suite)
+    through a managed mlx_lm.server, or the OpenAI-compatible server at `base_url`. The results
+    file and a report land in `run_dir` (default `runs/eval-TIME`). For several suites or
+    adapters through one server, see `evaluate_plan`."""
+    if isinstance(suite, Suite):
+        if suite.path is None:
+            raise EvalError(f"suite {suite.name!r}: has no file; save it and pass the path")
+        suite = suite.path
+    plan = EvalPlan(
+        suites=(str(suite),),
+        model=model,
+        adapters=(str(adapter) if adapter is not None else None,),
+        base_url=base_url,
+        run_dir=run_dir,
+        report=report,
+        sampling=sampling or Sampling(),
+        concurrency=concurrency,
+        cache_dir=cache_dir,
+        use_cache=use_cache,
+        api_key=api_key,
+        startup_timeout=startup_timeout,
+        request_timeout=request_timeout,
+    )
+    return run_eval(plan).results[0]
+
+
+def evaluate_plan(
+    plan: EvalPlan, on_case: Callable[[str, CaseResult], None] | None = None
+) -> EvalRun:
+    """Every suite of `plan` for the base model and/or each adapter, through one server:
+    one results file per (suite, variant) and one report. `on_case(label, case)` sees progress."""
+    return run_eval(plan, on_case=on_case)
+
+
+def _result(r: EvalResult | Path | str) -> EvalResult:
+    return r if isinstance(r, EvalResult) else EvalResult.read(Path(r))
+
+
+def compare(a: EvalResult | Path | str, b: EvalResult | Path | str) -> Comparison:
+    """B against A (results or results files) on the cases both ran: the change in score with a
+    95% interval, McNemar's exact test, and the cases that flipped each way, per category."""
+    return compare_results(_result(a), _result(b))
+
+
+def compare_runs(runs: Iterable[EvalResult | Path | str]) -> list[Comparison]:
+    """Each later result of a suite against the first result of that suite (the baseline).
+    Accepts results, results files and eval run folders (every results file in them)."""
+    results = _results(runs)
+    firsts: dict[str, EvalResult] = {}
+    comparisons = []
+    for r in results:
+        if r.suite in firsts:
+            comparisons.append(compare_results(firsts[r.suite], r))
+        else:
+            firsts[r.suite] = r
+    if not comparisons:
+        raise EvalError("nothing to compare: give at least two runs of the same suite")
+    return comparisons
+
+
+def _results(items: Iterable[EvalResult | Path | str]) -> list[EvalResult]:
+    out: list[EvalResult] = []
+    for item in items:
+        out += [item] if isinstance(item, EvalResult) else load_results([Path(item)])
+    return out
+
+
+def write_report(
+    path: Path | str, results: Iterable[EvalResult | Path | str], *, title: str | None = None
+) -> Path:
+    """An HTML report of `results` side by side (scores, intervals, per-case answers)."""
+    loaded = _results(results)
+    title = title or "Punie: " + " vs ".join(r.label for r in loaded)
+    return write_html(path, loaded, title=title)
