@@ -53,8 +53,9 @@ class TrainConfig:
     adapter_path: str = field(
         default="adapters/run",
         metadata=_help(
-            "the run folder; `--name N` sets it to `<runs-dir>/N`",
-            shown="`adapters/<model>-<time>`",
+            "the run folder; `--name N` sets it to `<runs-dir>/N` (`--runs-dir` defaults to "
+            "`adapters`)",
+            shown="`<runs-dir>/<model>-<time>`",
         ),
     )
     backend: str = field(
