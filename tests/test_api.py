@@ -27,6 +27,7 @@ CORE = ("train", "resume", "fuse", "evaluate", "compare", "write_report", "Serve
 DATASET = ("validate_dataset", "dataset_stats", "convert_dataset", "filter_dataset",
            "dedupe_dataset", "split_dataset", "mix_datasets", "merge_datasets",
            "decontaminate_dataset")  # fmt: skip
+RUN_TYPES = ("RunDir", "RunRecord", "MetricsRecord", "TrainingCallback", "TrainingEvents")
 ERRORS = ("PunieError", "ConfigError", "DataError", "BackendError", "ServerError", "EvalError")
 
 
@@ -40,7 +41,7 @@ def python(code: str, cwd: Path | None = None, timeout: float = 60) -> str:
 
 def test_help_shows_the_api():
     shown = python("import punie; help(punie)")
-    for name in (*CORE, *DATASET, *ERRORS):
+    for name in (*CORE, *DATASET, *RUN_TYPES, *ERRORS):
         assert re.search(rf"\b{name}\b", shown), name
 
 
@@ -48,7 +49,7 @@ def test_every_name_in_all_resolves_and_is_listed_by_dir():
     for name in punie.__all__:
         assert getattr(punie, name) is not None, name
     assert set(punie.__all__) <= set(dir(punie))
-    assert {*CORE, *DATASET, *ERRORS} <= set(punie.__all__)
+    assert {*CORE, *DATASET, *RUN_TYPES, *ERRORS} <= set(punie.__all__)
 
 
 def test_an_unknown_name_is_an_attribute_error():

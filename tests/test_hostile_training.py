@@ -20,7 +20,8 @@ import httpx
 import pytest
 
 from punie import lifeline
-from punie.errors import PunieError
+from punie.cli import exit_code
+from punie.errors import BackendError, PunieError, ServerError
 from punie.fsio import write_jsonl
 from punie.platform import Host, mentioning, parent_death_watch
 from punie.serve.server import Server, free_port
@@ -417,7 +418,7 @@ def test_a_named_port_taken_before_the_bind_is_one_line_not_a_retry(tmp_path, ti
     port = free_port()
     server = _LosesTheRace(tiny_model, port=port, startup_timeout=60)
     try:
-        with pytest.raises(PunieError, match=f"could not bind port {port} on 127.0.0.1"):
+        with pytest.raises(ServerError, match=f"could not bind port {port} on 127.0.0.1"):
             server.start()
         assert server.port == port and server.pid is None
     finally:
@@ -449,3 +450,4 @@ def test_the_worker_reports_a_failure_as_one_structured_event(tmp_path, tiny_mod
     with pytest.raises(TrainingFailed) as e:
         run_worker(run)
     assert str(e.value) == f"target_modules: {event['reason']}" and "\n" not in str(e.value)
+    assert isinstance(e.value, BackendError) and exit_code(e.value) == 2
