@@ -12,9 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from punie.chat.template import ChatTemplate
 from punie.data.checks import at_least
 from punie.data.formats import texts, tool_calls
 from punie.data.pipeline import keep_rows
+from punie.data.render import surely_too_long
 from punie.errors import DataError
 
 
@@ -199,8 +201,6 @@ def _language(allowed: tuple[str, ...]) -> Callable[[dict], str | None]:
 
 
 def _tokens(model: str, limit: int) -> Callable[[dict], str | None]:
-    from punie.data.render import ChatTemplate, surely_too_long
-
     template = ChatTemplate(model)
 
     def test(row: dict) -> str | None:
