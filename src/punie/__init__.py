@@ -61,7 +61,7 @@ _EXPORTS: dict[str, str] = {
     "Server": "punie.serve.server:Server",
     "Suite": "punie.eval.suite:Suite",
     "Case": "punie.eval.suite:Case",
-    "Sampling": "punie.eval.client:Sampling",
+    "Sampling": "punie.sampling:Sampling",
     "EvalPlan": "punie.eval.session:EvalPlan",
     "EvalRun": "punie.eval.session:EvalRun",
     "EvalResult": "punie.eval.runner:EvalResult",
@@ -228,10 +228,10 @@ if TYPE_CHECKING:  # what type checkers and editors see; at run time __getattr__
         ServerError,
         TrainingInterrupted,
     )
-    from punie.eval.client import Sampling
     from punie.eval.runner import CaseResult, EvalResult
     from punie.eval.session import EvalPlan, EvalRun, load_results
     from punie.eval.suite import Case, Suite
     from punie.report.compare import Comparison
+    from punie.sampling import Sampling
     from punie.serve.server import Server
     from punie.train.config import TrainConfig

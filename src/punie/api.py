@@ -16,13 +16,14 @@ from typing import Any
 from punie.backends import get_backend
 from punie.backends.base import FuseResult, MetricsCallback
 from punie.errors import EvalError
-from punie.eval.client import REQUEST_TIMEOUT_S, Sampling
+from punie.eval.client import REQUEST_TIMEOUT_S
 from punie.eval.runner import CaseResult, EvalResult
 from punie.eval.session import EvalPlan, EvalRun, load_results, run_eval
 from punie.eval.suite import Suite
 from punie.report.compare import Comparison
 from punie.report.compare import compare as compare_results
 from punie.report.html import write_report as write_html
+from punie.sampling import DEFAULT_SAMPLING, Sampling
 from punie.serve.server import STARTUP_TIMEOUT_S
 from punie.train import runs
 from punie.train.config import TrainConfig, resolve_config
@@ -127,7 +128,7 @@ def evaluate(
     adapter: Path | str | None = None,
     base_url: str | None = None,
     *,
-    sampling: Sampling | None = None,
+    sampling: Sampling = DEFAULT_SAMPLING,
     run_dir: Path | None = None,
     report: Path | None = None,
     concurrency: int = 4,
@@ -152,7 +153,7 @@ def evaluate(
         base_url=base_url,
         run_dir=run_dir,
         report=report,
-        sampling=sampling or Sampling(),
+        sampling=sampling,
         concurrency=concurrency,
         cache_dir=cache_dir,
         use_cache=use_cache,

@@ -99,7 +99,9 @@ def validate(
     ] = 2048,
     mask_prompt: Annotated[
         bool,
-        typer.Option(help="Training will use --mask-prompt (trains every assistant turn, only those)."),
+        typer.Option(
+            help="Training will use --mask-prompt (trains every assistant turn, only those)."
+        ),
     ] = True,
     as_json: Json = False,
 ) -> None:
