@@ -9,9 +9,9 @@ import typer.main
 from punie.cli import app
 from punie.eval.client import ChatClient
 from punie.eval.runner import run_suite
-from punie.eval.session import EvalPlan
 from punie.sampling import DEFAULT_SAMPLING
 from punie.serve.server import Server
+from punie.session import EvalPlan
 
 
 def option_defaults(*path: str) -> dict[str, object]:

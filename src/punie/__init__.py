@@ -56,17 +56,17 @@ _EXPORTS: dict[str, str] = {
     "evaluate_plan": "punie.api:evaluate_plan",
     "compare": "punie.api:compare",
     "compare_runs": "punie.api:compare_runs",
-    "load_results": "punie.eval.session:load_results",
+    "load_results": "punie.session:load_results",
     "write_report": "punie.api:write_report",
     "Server": "punie.serve.server:Server",
     "Suite": "punie.eval.suite:Suite",
     "Case": "punie.eval.suite:Case",
     "Sampling": "punie.sampling:Sampling",
-    "EvalPlan": "punie.eval.session:EvalPlan",
-    "EvalRun": "punie.eval.session:EvalRun",
+    "EvalPlan": "punie.session:EvalPlan",
+    "EvalRun": "punie.session:EvalRun",
     "EvalResult": "punie.eval.runner:EvalResult",
     "CaseResult": "punie.eval.runner:CaseResult",
-    "Comparison": "punie.report.compare:Comparison",
+    "Comparison": "punie.eval.compare:Comparison",
     # datasets
     "sample_dataset": "punie.data.download:download_sample",
     "validate_dataset": "punie.data.validate:validate",
@@ -228,10 +228,10 @@ if TYPE_CHECKING:  # what type checkers and editors see; at run time __getattr__
         ServerError,
         TrainingInterrupted,
     )
+    from punie.eval.compare import Comparison
     from punie.eval.runner import CaseResult, EvalResult
-    from punie.eval.session import EvalPlan, EvalRun, load_results
     from punie.eval.suite import Case, Suite
-    from punie.report.compare import Comparison
     from punie.sampling import Sampling
     from punie.serve.server import Server
+    from punie.session import EvalPlan, EvalRun, load_results
     from punie.train.config import TrainConfig

@@ -17,14 +17,14 @@ from punie.backends import get_backend
 from punie.backends.base import FuseResult, MetricsCallback
 from punie.errors import EvalError
 from punie.eval.client import REQUEST_TIMEOUT_S
+from punie.eval.compare import Comparison
+from punie.eval.compare import compare as compare_results
 from punie.eval.runner import CaseResult, EvalResult
-from punie.eval.session import EvalPlan, EvalRun, load_results, run_eval
 from punie.eval.suite import Suite
-from punie.report.compare import Comparison
-from punie.report.compare import compare as compare_results
 from punie.report.html import write_report as write_html
 from punie.sampling import DEFAULT_SAMPLING, Sampling
 from punie.serve.server import STARTUP_TIMEOUT_S
+from punie.session import EvalPlan, EvalRun, load_results, run_eval
 from punie.train import runs
 from punie.train.config import TrainConfig, resolve_config
 from punie.train.launch import RunResult, start

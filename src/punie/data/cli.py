@@ -461,11 +461,12 @@ def decontaminate(
     """Drop rows that contain an eval prompt (by n-gram overlap) and list which rows hit which
     prompts."""
     from punie.data.decontaminate import decontaminate as run
+    from punie.eval.prompts import load_prompts
 
     o = run(
         path,
         out,
-        list(against),
+        [prompt for source in against for prompt in load_prompts(source)],
         n=n,
         threshold=threshold,
         rejects=rejects,

@@ -112,7 +112,7 @@ def run(
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from punie.api import evaluate_plan
-    from punie.eval.session import EvalPlan
+    from punie.session import EvalPlan
 
     adapters: list[str | None] = [str(a) for a in adapter or []]
     if with_base or not adapters:
