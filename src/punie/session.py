@@ -19,6 +19,7 @@ from punie.eval.client import REQUEST_TIMEOUT_S, Target
 from punie.eval.runner import CaseResult, EvalResult, run_suite
 from punie.eval.suite import Suite
 from punie.fsio import check_file_replaceable, file_in, safe_file_name
+from punie.model.resolve import resolve_model
 from punie.report.html import write_report
 from punie.sampling import DEFAULT_SAMPLING, Sampling
 from punie.serve.server import STARTUP_TIMEOUT_S, Server
@@ -116,8 +117,6 @@ def run_eval(plan: EvalPlan, on_case: Callable[[str, CaseResult], None] | None =
     cache = ResponseCache((plan.cache_dir or default_cache_dir()) if plan.use_cache else None)
     model = plan.model
     if plan.base_url is None:
-        from punie.model.resolve import resolve_model
-
         model = str(resolve_model(plan.model))
     log = run_dir / "server.log" if plan.base_url is None else None
     server_ctx = (

@@ -15,6 +15,7 @@ from typing import Any
 from punie.chat.template import ChatTemplate
 from punie.data.checks import at_least
 from punie.data.formats import texts, tool_calls
+from punie.data.language import check_codes, detect
 from punie.data.pipeline import keep_rows
 from punie.data.render import surely_too_long
 from punie.errors import DataError
@@ -187,8 +188,6 @@ def _field(row: Any, path: str) -> Any:
 
 
 def _language(allowed: tuple[str, ...]) -> Callable[[dict], str | None]:
-    from punie.data.language import check_codes, detect
-
     check_codes(allowed)
 
     def test(row: dict) -> str | None:

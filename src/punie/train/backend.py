@@ -17,6 +17,8 @@ from typing import Any
 
 from punie.backends.base import Capabilities, FuseResult, MetricsCallback
 from punie.errors import ConfigError
+from punie.train.fuse import fuse_run
+from punie.train.mlx import run_worker
 
 
 def model_config(model: str) -> dict[str, Any] | None:
@@ -76,14 +78,10 @@ class MLXBackend:
             check_adapter_fits(config)
 
     def train(self, config: Any, run_dir: Path, on_metrics: MetricsCallback | None = None) -> Path:
-        from punie.train.mlx import run_worker
-
         run_worker(Path(run_dir), on_metrics)
         return Path(run_dir)
 
     def fuse(self, run_dir: Path, out: Path, **options: Any) -> FuseResult:
-        from punie.train.fuse import fuse_run
-
         return fuse_run(Path(run_dir), Path(out), **options)
 
 
