@@ -77,7 +77,7 @@ _EXPORTS: dict[str, str] = {
     "split_dataset": "punie.data.split:split_dataset",
     "mix_datasets": "punie.data.mix:mix",
     "merge_datasets": "punie.data.mix:merge",
-    "decontaminate_dataset": "punie.data.decontaminate:decontaminate",
+    "decontaminate_dataset": "punie.api:decontaminate_dataset",
     "FilterSpec": "punie.data.filters:FilterSpec",
     "MixSource": "punie.data.mix:Source",
     "ValidationSummary": "punie.data.validate:ValidationSummary",
@@ -193,6 +193,7 @@ if TYPE_CHECKING:  # what type checkers and editors see; at run time __getattr__
         Run,
         compare,
         compare_runs,
+        decontaminate_dataset,
         default_run_dir,
         evaluate,
         evaluate_plan,
@@ -206,7 +207,6 @@ if TYPE_CHECKING:  # what type checkers and editors see; at run time __getattr__
     from punie.backends import get_backend
     from punie.backends.base import Backend, Capabilities, FuseResult
     from punie.data.convert import convert_dataset
-    from punie.data.decontaminate import decontaminate as decontaminate_dataset
     from punie.data.dedupe import dedupe_dataset
     from punie.data.download import download_sample as sample_dataset
     from punie.data.filters import FilterSpec, filter_dataset

@@ -15,10 +15,12 @@ from typing import Any
 
 from punie.backends import get_backend
 from punie.backends.base import FuseResult, MetricsCallback
+from punie.data.decontaminate import decontaminate
 from punie.errors import EvalError
 from punie.eval.client import REQUEST_TIMEOUT_S
 from punie.eval.compare import Comparison
 from punie.eval.compare import compare as compare_results
+from punie.eval.prompts import load_prompts
 from punie.eval.runner import CaseResult, EvalResult
 from punie.eval.suite import Suite
 from punie.report.html import write_report as write_html
@@ -212,3 +214,13 @@ def write_report(
     loaded = _results(results)
     title = title or "Punie: " + " vs ".join(r.label for r in loaded)
     return write_html(path, loaded, title=title)
+
+
+def decontaminate_dataset(
+    path: Path | str, out: Path | str, against: Iterable[Path | str], **options: Any
+):
+    """Drop the rows of `path` that hold a prompt of the eval suites (files or built-in names) or
+    datasets in `against`; `options` are `punie.data.decontaminate.decontaminate`'s (n,
+    threshold, rejects, skip_invalid). Returns the written output and its manifest counts."""
+    prompts = [prompt for source in against for prompt in load_prompts(source)]
+    return decontaminate(path, out, prompts, **options)

@@ -460,13 +460,12 @@ def decontaminate(
 ) -> None:
     """Drop rows that contain an eval prompt (by n-gram overlap) and list which rows hit which
     prompts."""
-    from punie.data.decontaminate import decontaminate as run
-    from punie.eval.prompts import load_prompts
+    from punie.api import decontaminate_dataset
 
-    o = run(
+    o = decontaminate_dataset(
         path,
         out,
-        [prompt for source in against for prompt in load_prompts(source)],
+        against,
         n=n,
         threshold=threshold,
         rejects=rejects,
