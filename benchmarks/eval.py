@@ -24,10 +24,11 @@ from rich.console import Console
 from rich.table import Table
 
 from punie.eval.cache import ResponseCache
-from punie.eval.client import Sampling, Target, request_body
+from punie.eval.client import Target, request_body
 from punie.eval.runner import run_suite
 from punie.eval.suite import Suite
 from punie.model.tiny import build_tiny_model
+from punie.sampling import Sampling
 from punie.serve.server import Server
 
 

@@ -22,6 +22,7 @@ from punie.data.sample import eval_suite, splits
 from punie.data.split import split_dataset
 from punie.data.stats import dataset_stats
 from punie.errors import PunieError
+from punie.eval.prompts import load_prompts
 
 
 def write_rows(path, rows):
@@ -375,7 +376,7 @@ def test_decontaminate_drops_rows_holding_an_eval_prompt(tmp_path):
     prompt = suite["cases"][0]["messages"][0]["content"]
     rows = [chat(f"Hey! {prompt}"), chat("write a poem about the sea and the sky at night")]
     data = write_rows(tmp_path / "d.jsonl", rows)
-    o = decontaminate(data, tmp_path / "out.jsonl", [tmp_path / "suite.yaml"])
+    o = decontaminate(data, tmp_path / "out.jsonl", load_prompts(tmp_path / "suite.yaml"))
     assert read_rows(tmp_path / "out.jsonl") == rows[1:]
     assert o.counts["hits"][0]["row"] == f"{data}:1"
     assert o.counts["hits"][0]["prompt"] == f"sample-tools/{suite['cases'][0]['id']}"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 
 import pytest
 
@@ -32,21 +34,54 @@ def test_sample_set_is_clean_through_the_tiny_models_template(tmp_path, tiny_mod
     assert found == [] and summary.clean and summary.files[0].rows == 20
 
 
-def test_tool_call_turn_before_the_final_message_is_reported_as_masked(tmp_path, tiny_model):
-    row = {
-        "messages": [
-            {"role": "user", "content": "Read a.py"},
-            {"role": "assistant", "content": "", "tool_calls": [call("read_file", path="a.py")]},
-            {"role": "tool", "content": "print(1)"},
-            {"role": "assistant", "content": "It prints 1."},
-        ]
-    }
-    _, found = problems_of(write_rows(tmp_path / "d.jsonl", [row]), tiny_model)
-    assert len(found) == 1
-    assert found[0].startswith(f"{tmp_path / 'd.jsonl'}:1: messages[1].tool_calls: not the final")
-    assert "masked out of the loss" in found[0]
-    _, unmasked = problems_of(tmp_path / "d.jsonl", tiny_model, mask_prompt=False)
-    assert unmasked == []
+AGENT_ROW = {
+    "messages": [
+        {"role": "user", "content": "Read a.py"},
+        {"role": "assistant", "content": "", "tool_calls": [call("read_file", path="a.py")]},
+        {"role": "tool", "content": "print(1)"},
+        {"role": "assistant", "content": "It prints 1."},
+    ]
+}
+
+
+def validate_cli(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "punie", "dataset", "validate", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_multi_turn_agent_row_validates_clean_because_training_trains_every_assistant_turn(
+    tmp_path, tiny_model
+):
+    data = write_rows(tmp_path / "d.jsonl", [AGENT_ROW])
+    result = validate_cli(data, "--model", tiny_model)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "masked" not in result.stdout
+    # The same row through training's own loss mask: the tool-call turn carries loss.
+    from punie.chat.masking import assistant_turns, trained_spans
+    from punie.chat.template import ChatTemplate
+
+    tokenizer = ChatTemplate(tiny_model).tokenizer
+    messages = AGENT_ROW["messages"]
+    _, spans = trained_spans(tokenizer, messages, mask_prompt=True)
+    assert dict(assistant_turns(tokenizer, messages))[1] in spans
+
+
+def test_tool_call_cut_at_max_seq_length_is_reported_as_masked(tmp_path, tiny_model):
+    from punie.chat.masking import assistant_turns
+    from punie.chat.template import ChatTemplate
+
+    turns = dict(assistant_turns(ChatTemplate(tiny_model).tokenizer, AGENT_ROW["messages"]))
+    start, _ = turns[1]
+    data = write_rows(tmp_path / "d.jsonl", [AGENT_ROW])
+    for mask in ("--mask-prompt", "--no-mask-prompt"):
+        result = validate_cli(data, "--model", tiny_model, "--max-seq-length", start, mask)
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert f"{data}:1: messages[1].tool_calls: masked out of the loss" in result.stdout
+        assert f"cut at --max-seq-length {start}" in result.stdout
 
 
 def test_rows_over_max_seq_length_are_reported_with_their_length(tmp_path, tiny_model):

@@ -6,6 +6,8 @@ import sys
 
 import pytest
 
+from punie.sampling import DEFAULT_SAMPLING
+
 pytestmark = pytest.mark.slow
 
 
@@ -36,6 +38,7 @@ def test_demo_runs_end_to_end_reports_both_scores_and_leaves_no_process(tmp_path
     base = json.loads((work / "results" / "base.json").read_text())
     adapted = json.loads((work / "results" / "adapted.json").read_text())
     assert base["total"] == adapted["total"] == 12
+    assert base["sampling"] == adapted["sampling"] == DEFAULT_SAMPLING.as_dict()
     assert summary["base"] == base["score"] and summary["adapted"] == adapted["score"]
     for result in (base, adapted):
         assert f"{100 * result['score']:.1f}%" in html

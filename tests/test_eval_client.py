@@ -11,9 +11,10 @@ import pytest
 
 from punie.errors import PunieError
 from punie.eval.cache import ResponseCache
-from punie.eval.client import Sampling, Target
+from punie.eval.client import Target
 from punie.eval.runner import run_suite
 from punie.eval.suite import Suite
+from punie.sampling import Sampling
 
 
 def _fake_server(answered_model: str | None):

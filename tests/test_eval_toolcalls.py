@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from punie.eval.toolcalls import LABELS, parse_calls, score_tool_calls
+from punie.chat.toolcalls import parse_calls
+from punie.eval.toolcalls import LABELS, score_tool_calls
 
 TOOLS = [
     {

@@ -250,7 +250,7 @@ def test_bad_option_value_is_refused_up_front(tmp_path, case):
 
 def test_library_callers_get_the_same_checks(tmp_path):
     """`import punie` users are checked too: the checks live in the library, not the CLI."""
-    from punie.data.decontaminate import decontaminate
+    from punie.data.decontaminate import dataset_prompts, decontaminate
     from punie.data.download import download_sample
     from punie.data.mix import Source, mix
     from punie.errors import PunieError
@@ -258,7 +258,7 @@ def test_library_callers_get_the_same_checks(tmp_path):
     (tmp_path / "a.jsonl").write_bytes(rows(*numbered(4)))
     a = str(tmp_path / "a.jsonl")
     with pytest.raises(PunieError, match="--n 0"):
-        decontaminate(a, tmp_path / "out.jsonl", [a], n=0)
+        decontaminate(a, tmp_path / "out.jsonl", dataset_prompts(a), n=0)
     with pytest.raises(PunieError, match="a ratio must be a positive, finite number"):
         Source(a, float("nan"))
     with pytest.raises(PunieError, match="named by two sources"):

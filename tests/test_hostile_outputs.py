@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from punie.eval.session import results_path, variant_label
 from punie.fsio import MARKER
+from punie.session import results_path, variant_label
 from train_support import single_turn_row, workspace
 
 PUNIE = [sys.executable, "-m", "punie"]

@@ -106,7 +106,8 @@ def test_trained_count_agrees_with_the_loss_mask(tiny_model):
     import numpy as np
     from mlx_lm.utils import load
 
-    from punie.train.masking import ChatTurns, Processed, iterate_batches, trained_count
+    from punie.chat.masking import trained_count
+    from punie.train.masking import ChatTurns, Processed, iterate_batches
 
     _, tokenizer = load(str(tiny_model))
     rows = [long_row("a.py"), single_turn_row("b.md"), multi_turn_row("c.txt")]

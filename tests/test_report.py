@@ -10,10 +10,10 @@ from typer.testing import CliRunner
 
 from punie.cli import app
 from punie.errors import PunieWarning
+from punie.eval.compare import compare
 from punie.eval.runner import CaseResult, EvalResult
 from punie.eval.stats import mcnemar_exact
 from punie.platform import chrome_install_hint, current, find_chrome
-from punie.report.compare import compare
 from punie.report.html import render, write_report
 
 HOSTILE = "<script>document.title='pwned'</script><img src=x onerror=\"document.title='pwned'\">"

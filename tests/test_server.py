@@ -14,10 +14,11 @@ from typer.testing import CliRunner
 from punie.cli import app
 from punie.errors import PunieError
 from punie.eval.cache import ResponseCache
-from punie.eval.client import Sampling, Target
+from punie.eval.client import Target
 from punie.eval.runner import EvalResult, run_suite
 from punie.eval.suite import Suite
 from punie.platform import mentioning
+from punie.sampling import Sampling
 from punie.serve.server import Server
 
 pytestmark = pytest.mark.slow

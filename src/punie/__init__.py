@@ -65,17 +65,17 @@ _EXPORTS: dict[str, str] = {
     "evaluate_plan": "punie.api:evaluate_plan",
     "compare": "punie.api:compare",
     "compare_runs": "punie.api:compare_runs",
-    "load_results": "punie.eval.session:load_results",
+    "load_results": "punie.session:load_results",
     "write_report": "punie.api:write_report",
     "Server": "punie.serve.server:Server",
     "Suite": "punie.eval.suite:Suite",
     "Case": "punie.eval.suite:Case",
-    "Sampling": "punie.eval.client:Sampling",
-    "EvalPlan": "punie.eval.session:EvalPlan",
-    "EvalRun": "punie.eval.session:EvalRun",
+    "Sampling": "punie.sampling:Sampling",
+    "EvalPlan": "punie.session:EvalPlan",
+    "EvalRun": "punie.session:EvalRun",
     "EvalResult": "punie.eval.runner:EvalResult",
     "CaseResult": "punie.eval.runner:CaseResult",
-    "Comparison": "punie.report.compare:Comparison",
+    "Comparison": "punie.eval.compare:Comparison",
     # datasets
     "sample_dataset": "punie.data.download:download_sample",
     "validate_dataset": "punie.data.validate:validate",
@@ -86,7 +86,7 @@ _EXPORTS: dict[str, str] = {
     "split_dataset": "punie.data.split:split_dataset",
     "mix_datasets": "punie.data.mix:mix",
     "merge_datasets": "punie.data.mix:merge",
-    "decontaminate_dataset": "punie.data.decontaminate:decontaminate",
+    "decontaminate_dataset": "punie.api:decontaminate_dataset",
     "FilterSpec": "punie.data.filters:FilterSpec",
     "MixSource": "punie.data.mix:Source",
     "ValidationSummary": "punie.data.validate:ValidationSummary",
@@ -207,6 +207,7 @@ if TYPE_CHECKING:  # what type checkers and editors see; at run time __getattr__
         Run,
         compare,
         compare_runs,
+        decontaminate_dataset,
         default_run_dir,
         evaluate,
         evaluate_plan,
@@ -220,7 +221,6 @@ if TYPE_CHECKING:  # what type checkers and editors see; at run time __getattr__
     from punie.backends import get_backend
     from punie.backends.base import Backend, Capabilities, FuseResult
     from punie.data.convert import convert_dataset
-    from punie.data.decontaminate import decontaminate as decontaminate_dataset
     from punie.data.dedupe import dedupe_dataset
     from punie.data.download import download_sample as sample_dataset
     from punie.data.filters import FilterSpec, filter_dataset
@@ -242,12 +242,12 @@ if TYPE_CHECKING:  # what type checkers and editors see; at run time __getattr__
         ServerError,
         TrainingInterrupted,
     )
-    from punie.eval.client import Sampling
+    from punie.eval.compare import Comparison
     from punie.eval.runner import CaseResult, EvalResult
-    from punie.eval.session import EvalPlan, EvalRun, load_results
     from punie.eval.suite import Case, Suite
-    from punie.report.compare import Comparison
+    from punie.sampling import Sampling
     from punie.serve.server import Server
+    from punie.session import EvalPlan, EvalRun, load_results
     from punie.train.callbacks import TrainingCallback, TrainingEvents
     from punie.train.config import TrainConfig
     from punie.train.records import MetricsRecord, RunRecord

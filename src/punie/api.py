@@ -15,15 +15,18 @@ from typing import Any
 
 from punie.backends import get_backend
 from punie.backends.base import FuseResult
+from punie.data.decontaminate import decontaminate
 from punie.errors import EvalError
-from punie.eval.client import REQUEST_TIMEOUT_S, Sampling
+from punie.eval.client import REQUEST_TIMEOUT_S
+from punie.eval.compare import Comparison
+from punie.eval.compare import compare as compare_results
+from punie.eval.prompts import load_prompts
 from punie.eval.runner import CaseResult, EvalResult
-from punie.eval.session import EvalPlan, EvalRun, load_results, run_eval
 from punie.eval.suite import Suite
-from punie.report.compare import Comparison
-from punie.report.compare import compare as compare_results
 from punie.report.html import write_report as write_html
+from punie.sampling import DEFAULT_SAMPLING, Sampling
 from punie.serve.server import STARTUP_TIMEOUT_S
+from punie.session import EvalPlan, EvalRun, load_results, run_eval
 from punie.train import runs
 from punie.train.callbacks import TrainingEvents
 from punie.train.config import TrainConfig, resolve_config
@@ -130,7 +133,7 @@ def evaluate(
     adapter: Path | str | None = None,
     base_url: str | None = None,
     *,
-    sampling: Sampling | None = None,
+    sampling: Sampling = DEFAULT_SAMPLING,
     run_dir: Path | None = None,
     report: Path | None = None,
     concurrency: int = 4,
@@ -155,7 +158,7 @@ def evaluate(
         base_url=base_url,
         run_dir=run_dir,
         report=report,
-        sampling=sampling or Sampling(),
+        sampling=sampling,
         concurrency=concurrency,
         cache_dir=cache_dir,
         use_cache=use_cache,
@@ -214,3 +217,13 @@ def write_report(
     loaded = _results(results)
     title = title or "Punie: " + " vs ".join(r.label for r in loaded)
     return write_html(path, loaded, title=title)
+
+
+def decontaminate_dataset(
+    path: Path | str, out: Path | str, against: Iterable[Path | str], **options: Any
+):
+    """Drop the rows of `path` that hold a prompt of the eval suites (files or built-in names) or
+    datasets in `against`; `options` are `punie.data.decontaminate.decontaminate`'s (n,
+    threshold, rejects, skip_invalid). Returns the written output and its manifest counts."""
+    prompts = [prompt for source in against for prompt in load_prompts(source)]
+    return decontaminate(path, out, prompts, **options)

@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 
 from punie.data.sample import eval_suite, splits
-from punie.eval.client import Sampling, Target
+from punie.eval.client import Target
 from punie.eval.runner import EvalResult, run_suite
 from punie.eval.suite import Suite
 from punie.fsio import (
@@ -27,6 +27,7 @@ from punie.fsio import (
 )
 from punie.model.tiny import build_tiny_model
 from punie.report.html import write_report
+from punie.sampling import DEFAULT_SAMPLING
 from punie.serve.server import Server
 from punie.train.callbacks import TrainingCallback
 from punie.train.config import TrainConfig
@@ -130,7 +131,7 @@ def run_demo(cfg: DemoConfig, progress: Progress | None = None) -> DemoResult:
         f.write(SUITE_HEADER)
         yaml.safe_dump(eval_suite(cfg.n_eval, cfg.seed, exclude=seen), f, sort_keys=False)
     suite = Suite.load(suite_path)
-    sampling = Sampling(temperature=0.0, max_tokens=64)
+    sampling = DEFAULT_SAMPLING
 
     def evaluate(server: Server, label: str, adapter: Path | None) -> EvalResult:
         progress.step(f"Evaluating the {label} model ({len(suite.cases)} cases)")

@@ -10,9 +10,6 @@ process, or under `accelerate launch` when the config asks for it:
 
 from __future__ import annotations
 
-import contextlib
-import importlib.util
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from punie.backends.base import Capabilities, FuseResult
@@ -21,27 +18,14 @@ from punie.train.callbacks import TrainingEvents
 from punie.train.config import TrainConfig
 from punie.train.rundir import RunDir
 from punie_peft import mapping
+from punie_peft.launcher import Launch, accelerate_command, run_accelerate
+from punie_peft.libraries import library_versions, missing_libraries
+from punie_peft.merge import fuse_run
 from punie_peft.options import PeftOptions, peft_options
 
-LIBRARIES = ("torch", "transformers", "peft", "trl", "accelerate")
 
-
-def missing_libraries() -> list[str]:
-    return [name for name in LIBRARIES if importlib.util.find_spec(name) is None]
-
-
-def library_versions() -> dict[str, str]:
-    found = {}
-    for package in LIBRARIES:
-        with contextlib.suppress(PackageNotFoundError):
-            found[package] = version(package)
-    return found
-
-
-def launch_plan(config: TrainConfig):
+def launch_plan(config: TrainConfig) -> Launch | None:
     """The accelerate Launch for `config`, or None to train in this process."""
-    from punie_peft.launcher import Launch
-
     options = peft_options(config)
     if options.launcher == "local":
         return None
@@ -94,18 +78,16 @@ class PeftBackend:
             raise BackendError("from_adapter: not supported by backend peft yet (train afresh)")
         plan = launch_plan(config)
         if plan is not None:
-            from punie_peft.launcher import accelerate_command
-
             accelerate_command(plan, Path("."))  # refuses a bad plan before anything starts
 
     def train(self, config: TrainConfig, run: RunDir, events: TrainingEvents) -> Path:
         plan = launch_plan(config)
         if plan is None:
+            # The trainer imports transformers and torch: only when training here, so that
+            # listing and checking this backend stays light and works without the cuda extra.
             from punie_peft.trainer import train_here
 
             return train_here(config, run, events)
-        from punie_peft.launcher import run_accelerate
-
         return run_accelerate(config, run, plan, events)
 
     def fuse(
@@ -120,8 +102,6 @@ class PeftBackend:
     ) -> FuseResult:
         """PEFT's merge_and_unload. A peft run keeps one adapter (no `best/`), so `best` is the
         final one, as for an mlx run without validation; the merge has no parity check."""
-        from punie_peft.merge import fuse_run
-
         if checkpoint not in ("best", "final"):
             raise BackendError(f"--checkpoint: {checkpoint!r} is not one of best, final")
         for flag, asked in (("--gguf", gguf), ("--dequantize", dequantize)):

@@ -7,7 +7,8 @@ Which tokens carry loss (label != -100):
 - `messages` rows with `mask_prompt`: every assistant turn, and only those. mlx-lm's
   `--mask-prompt` keeps only the *final* message; a row with a tool call, a tool result and a
   closing answer would lose its tool-call turn (field notes). The spans come from
-  `punie.train.masking.assistant_spans`, the MLX backend's own, which renders the conversation up
+  `punie.chat.masking.trained_spans`, the one masking rule the MLX backend and `punie dataset
+  validate` use too, which renders the conversation up
   to each turn with and without it: any template works, `{% generation %}` markers or not (TRL's
   `assistant_only_loss` needs them, and the tiny model's template has none).
 - `prompt`/`completion` rows with `mask_prompt`: the completion.
@@ -22,9 +23,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from punie.chat.masking import render_tokens, trained_spans
 from punie.errors import DataError, PunieError
 from punie.fsio import read_jsonl
-from punie.train.masking import assistant_spans
 
 IGNORE = -100
 
@@ -46,14 +47,6 @@ def read_rows(path: Path) -> list[dict]:
     return rows
 
 
-def _ids(tokenizer, messages: list[dict], tools: list | None, generation_prompt: bool) -> list:
-    return list(
-        tokenizer.apply_chat_template(
-            messages, tools=tools, add_generation_prompt=generation_prompt, return_dict=False
-        )
-    )
-
-
 def _labelled(ids: list[int], spans: list[tuple[int, int]]) -> Tokenized:
     labels = [IGNORE] * len(ids)
     for start, end in spans:
@@ -67,16 +60,16 @@ def tokenize_row(tokenizer, row: dict, *, mask_prompt: bool, where: str = "row")
     try:
         if "messages" in row:
             messages, tools = row["messages"], row.get("tools")
-            ids = _ids(tokenizer, messages, tools, False)
-            # The MLX backend's own span finder, so both backends train the same tokens.
-            spans = assistant_spans(tokenizer, messages, tools) if mask_prompt else [(0, len(ids))]
+            ids, spans = trained_spans(tokenizer, messages, tools, mask_prompt=mask_prompt)
             if not spans:
                 raise DataError("messages: no assistant turn to train on")
         elif "prompt" in row and "completion" in row:
             prompt = [{"role": "user", "content": row["prompt"]}]
             full = prompt + [{"role": "assistant", "content": row["completion"]}]
-            ids = _ids(tokenizer, full, row.get("tools"), False)
-            start = len(_ids(tokenizer, prompt, row.get("tools"), True)) if mask_prompt else 0
+            ids = render_tokens(tokenizer, full, row.get("tools"), False)
+            start = (
+                len(render_tokens(tokenizer, prompt, row.get("tools"), True)) if mask_prompt else 0
+            )
             spans = [(start, len(ids))]
         elif "text" in row:
             ids = list(tokenizer.encode(row["text"], add_special_tokens=False))

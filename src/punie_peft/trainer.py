@@ -25,8 +25,8 @@ from punie.model.resolve import resolve_model
 from punie.train.callbacks import TrainingEvents
 from punie.train.rundir import RunDir
 from punie_peft import mapping
-from punie_peft.backend import library_versions
 from punie_peft.convert import write_mlx_adapter
+from punie_peft.libraries import library_versions
 from punie_peft.merge import keep_base_config
 from punie_peft.metrics import MetricsWriter
 from punie_peft.rows import preference_rows, tokenize_file

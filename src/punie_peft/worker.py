@@ -13,6 +13,7 @@ from pathlib import Path
 from punie.errors import PunieError
 from punie.train.config import TrainConfig
 from punie.train.rundir import RunDir
+from punie_peft.trainer import train_here
 
 
 def main(argv: list[str]) -> int:
@@ -20,8 +21,6 @@ def main(argv: list[str]) -> int:
         print("usage: python -m punie_peft.worker RUN_DIR", file=sys.stderr)
         return 2
     try:
-        from punie_peft.trainer import train_here
-
         run = RunDir(Path(argv[0]))
         data = json.loads(run.config.read_text(encoding="utf-8"))
         train_here(TrainConfig.from_dict(data, source=str(run.config)), run)

@@ -99,13 +99,16 @@ def validate(
     ] = 2048,
     mask_prompt: Annotated[
         bool,
-        typer.Option(help="Training will use --mask-prompt (trains only the final message)."),
+        typer.Option(
+            help="Training will use --mask-prompt (trains every assistant turn, only those)."
+        ),
     ] = True,
     as_json: Json = False,
 ) -> None:
     """Check every row; with `--model`, render each chat row through the model's chat template
-    exactly as `mlx_lm lora` will, and report tool calls that do not render or parse back, rows
-    over `--max-seq-length`, and tool-call turns that `--mask-prompt` would leave out of the loss.
+    exactly as training will, and report tool calls that do not render or parse back, rows over
+    `--max-seq-length`, and tool-call turns that training's loss mask would leave out (cut at
+    `--max-seq-length`; with `--mask-prompt` every assistant turn trains).
 
     Prints one `file:line: field: reason` per problem and a summary. Exit 0 clean, 1 problems
     found, 2 unusable input (missing, binary or empty file; folder without splits)."""
@@ -457,12 +460,12 @@ def decontaminate(
 ) -> None:
     """Drop rows that contain an eval prompt (by n-gram overlap) and list which rows hit which
     prompts."""
-    from punie.data.decontaminate import decontaminate as run
+    from punie.api import decontaminate_dataset
 
-    o = run(
+    o = decontaminate_dataset(
         path,
         out,
-        list(against),
+        against,
         n=n,
         threshold=threshold,
         rejects=rejects,

@@ -28,7 +28,7 @@ from punie.data.convert_base import ConvertError, Notes
 from punie.data.files import DataFile, dataset_files, lines, parse
 from punie.data.llamafactory import (
     KTO_REASON,
-    converter_for,
+    Layout,
     from_alpaca,
     from_sharegpt,
     load_dataset_info,
@@ -234,6 +234,15 @@ def convert_dataset(
         o.counts.update({"kinds": kinds, "invalid": o.rejects.rows if o.rejects else 0})
         o.counts.update(tally.counts())
     return o
+
+
+def converter_for(layout: Layout):
+    """The row function for a LLaMA-Factory dataset_info entry."""
+    if layout.formatting == "alpaca":
+        return lambda row, notes: from_alpaca(row, notes, layout)
+    if layout.formatting == "openai":
+        return lambda row, notes: from_openai(row, notes, layout)
+    return lambda row, notes: from_sharegpt(row, notes, layout)
 
 
 def _inputs(path: Path, fmt: str, name: str | None):

@@ -4,6 +4,9 @@ Each eval prompt is cut into word n-grams (`n` words, or the whole prompt when i
 row is contaminated by a prompt when it contains at least `threshold` of that prompt's n-grams.
 Words are lower-cased runs of letters and digits, so punctuation and spacing do not hide a leak.
 The index holds the suites' n-grams only; rows stream past it.
+
+The prompts come in as `Prompt`s: `dataset_prompts` reads a dataset's user turns, and
+`punie.eval.prompts.load_prompts` an eval suite's (data sits below eval and never reads suites).
 """
 
 from __future__ import annotations
@@ -28,23 +31,17 @@ class Prompt:
     text: str
 
 
-def load_prompts(path: Path | str) -> list[Prompt]:
-    """Eval prompts from a suite (YAML file or built-in name) or from a dataset's user turns."""
+def is_dataset(path: Path | str) -> bool:
     p = Path(path)
-    if p.is_dir() or p.suffix == ".jsonl":
-        return [
-            Prompt(f"{Path(r.path).name}:{r.line}", text)
-            for r in records(dataset_files(p))
-            for text in prompts(r.row)
-        ]
-    from punie.eval.suite import Suite
+    return p.is_dir() or p.suffix == ".jsonl"
 
-    suite = Suite.load(path)
+
+def dataset_prompts(path: Path | str) -> list[Prompt]:
+    """The user turns of a dataset (folder or .jsonl), each named by its file and line."""
     return [
-        Prompt(f"{suite.name}/{case.id}", m.get("content") or "")
-        for case in suite.cases
-        for m in case.messages
-        if m.get("role") == "user"
+        Prompt(f"{Path(r.path).name}:{r.line}", text)
+        for r in records(dataset_files(Path(path)))
+        for text in prompts(r.row)
     ]
 
 
@@ -77,7 +74,7 @@ class NgramIndex:
 def decontaminate(
     path: Path | str,
     out: Path | str,
-    against: list[Path | str],
+    against: list[Prompt],
     *,
     n: int = 8,
     threshold: float = 0.5,
@@ -86,7 +83,7 @@ def decontaminate(
 ):
     at_least("--n", n, 1)
     share("--threshold", threshold)
-    index = NgramIndex([p for a in against for p in load_prompts(a)], n)
+    index = NgramIndex(against, n)
     hits: list[dict] = []
 
     def decide(rec: Record) -> str | None:

@@ -12,8 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from punie.chat.template import ChatTemplate
 from punie.data.checks import at_least
+from punie.data.language import check_codes, detect
 from punie.data.pipeline import keep_rows
+from punie.data.render import surely_too_long
 from punie.data.rows import texts, tool_calls
 from punie.errors import DataError
 
@@ -185,8 +188,6 @@ def _field(row: Any, path: str) -> Any:
 
 
 def _language(allowed: tuple[str, ...]) -> Callable[[dict], str | None]:
-    from punie.data.language import check_codes, detect
-
     check_codes(allowed)
 
     def test(row: dict) -> str | None:
@@ -199,8 +200,6 @@ def _language(allowed: tuple[str, ...]) -> Callable[[dict], str | None]:
 
 
 def _tokens(model: str, limit: int) -> Callable[[dict], str | None]:
-    from punie.data.render import ChatTemplate, surely_too_long
-
     template = ChatTemplate(model)
 
     def test(row: dict) -> str | None:

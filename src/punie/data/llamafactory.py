@@ -309,14 +309,3 @@ def _files(target: Path, where: str) -> tuple[Path, ...]:
             return tuple(found)
         raise DataError(f"{where}: {target} holds no .json or .jsonl files")
     raise DataError(f"{where}: file_name {target} does not exist")
-
-
-def converter_for(layout: Layout):
-    """The row function for a dataset_info entry."""
-    from punie.data.messages import from_openai
-
-    if layout.formatting == "alpaca":
-        return lambda row, notes: from_alpaca(row, notes, layout)
-    if layout.formatting == "openai":
-        return lambda row, notes: from_openai(row, notes, layout)
-    return lambda row, notes: from_sharegpt(row, notes, layout)

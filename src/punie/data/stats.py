@@ -11,9 +11,11 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from punie.chat.template import ChatTemplate
 from punie.data.checks import at_least
 from punie.data.dedupe import exact_hash
 from punie.data.files import dataset_files, records
+from punie.data.render import surely_too_long
 from punie.data.rows import tool_calls
 from punie.data.seen import FirstSeen
 
@@ -84,13 +86,9 @@ def dataset_stats(
     """With `model`, rows are tokenized as training will; a row surely longer than
     `max_seq_length` by its characters (`render.surely_too_long`) is counted in `too_long`
     instead, as validate and filter do, so one huge row cannot cost gigabytes."""
-    from punie.data.render import surely_too_long
-
     at_least("--max-seq-length", max_seq_length, 1)
     template = None
     if model:
-        from punie.data.render import ChatTemplate
-
         template = ChatTemplate(model)
     rows: dict[str, Counter] = {}
     turns, tokens, tools = Counter(), Counter(), Counter()

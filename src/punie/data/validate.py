@@ -2,9 +2,10 @@
 
 Row problems (bad JSON, wrong types, unknown roles, roles out of order, empty turns, and with a
 model: templates that fail, tool calls that do not render back, rows over the sequence limit,
-tool-call turns masked out of the loss; preference rows rendered prompt + chosen and prompt +
-rejected, as TRL renders them for DPO) are reported one by one and counted; the input is unusable
-(exit 2) only when a file is missing, binary or empty, or a folder has no splits.
+tool-call turns that training's own loss mask (`punie.chat.masking`) leaves out; preference rows
+rendered prompt + chosen and prompt + rejected, as TRL renders them for DPO) are reported one by
+one and counted; the input is unusable (exit 2) only when a file is missing, binary or empty, or a
+folder has no splits.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from punie.chat.template import ChatTemplate
 from punie.data.files import dataset_files, lines, parse
-from punie.data.render import surely_too_long
+from punie.data.render import chat_problems, preference_problems, surely_too_long
 from punie.data.schema import Problem, check_row, detect_kind, role_order, unknown_kind_reason
 
 
@@ -48,8 +50,6 @@ def validate(
     on_problem: Callable[[Problem], None] = lambda p: None,
 ) -> ValidationSummary:
     """Check every row of the dataset at `path`; each problem goes to `on_problem` as found."""
-    from punie.data.render import ChatTemplate
-
     template = ChatTemplate(model) if model else None
     files, total, by_field = [], 0, Counter()
     for df in dataset_files(path):
@@ -115,10 +115,11 @@ def _row_problems(
             found.append(Problem(path, n, *order))
         if template is not None:
             found += [
-                Problem(path, n, *p) for p in template.problems(row, max_seq_length, mask_prompt)
+                Problem(path, n, *p)
+                for p in chat_problems(template, row, max_seq_length, mask_prompt)
             ]
     elif row_kind == "preference" and template is not None:
-        found += [Problem(path, n, *p) for p in template.preference_problems(row, max_seq_length)]
+        found += [Problem(path, n, *p) for p in preference_problems(template, row, max_seq_length)]
     elif template is not None:
         length = template.length(row)
         if length > max_seq_length:

@@ -12,6 +12,7 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from punie.eval.client import REQUEST_TIMEOUT_S
+from punie.sampling import DEFAULT_SAMPLING, Sampling
 from punie.serve.server import STARTUP_TIMEOUT_S
 
 console = Console(stderr=True)
@@ -79,9 +80,13 @@ def run(
         Path | None,
         typer.Option(help="Run folder for results and server.log (default: runs/eval-TIME)."),
     ] = None,
-    temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 0.0,
-    max_tokens: Annotated[int, typer.Option(help="Tokens to generate per answer, at most.")] = 256,
-    top_p: Annotated[float, typer.Option(help="Nucleus sampling.")] = 1.0,
+    temperature: Annotated[
+        float, typer.Option(help="Sampling temperature.")
+    ] = DEFAULT_SAMPLING.temperature,
+    max_tokens: Annotated[
+        int, typer.Option(help="Tokens to generate per answer, at most.")
+    ] = DEFAULT_SAMPLING.max_tokens,
+    top_p: Annotated[float, typer.Option(help="Nucleus sampling.")] = DEFAULT_SAMPLING.top_p,
     concurrency: Annotated[int, typer.Option(help="Requests in flight at once.")] = 4,
     cache_dir: Annotated[
         Path | None, typer.Option(help="Response cache (default: ~/.cache/punie/responses).")
@@ -107,8 +112,7 @@ def run(
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from punie.api import evaluate_plan
-    from punie.eval.client import Sampling
-    from punie.eval.session import EvalPlan
+    from punie.session import EvalPlan
 
     adapters: list[str | None] = [str(a) for a in adapter or []]
     if with_base or not adapters:

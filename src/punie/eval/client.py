@@ -14,16 +14,7 @@ from typing import Any
 import httpx
 
 from punie.errors import EvalError, ServerError
-
-
-@dataclass(frozen=True)
-class Sampling:
-    temperature: float = 0.0
-    max_tokens: int = 128
-    top_p: float = 1.0
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"temperature": self.temperature, "max_tokens": self.max_tokens, "top_p": self.top_p}
+from punie.sampling import DEFAULT_SAMPLING, Sampling
 
 
 @dataclass(frozen=True)
@@ -88,7 +79,9 @@ class ChatClient:
             base_url=target.base_url.rstrip("/"), timeout=timeout, headers=headers
         )
 
-    async def chat(self, messages: list[dict], tools=(), sampling: Sampling = Sampling()) -> Reply:
+    async def chat(
+        self, messages: list[dict], tools=(), sampling: Sampling = DEFAULT_SAMPLING
+    ) -> Reply:
         body = request_body(self.target, messages, tools, sampling)
         async with self._limit:
             start = time.perf_counter()

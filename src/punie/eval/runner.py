@@ -20,7 +20,7 @@ from typing import Any
 
 from punie.errors import EvalError, PunieError, warn
 from punie.eval.cache import ResponseCache, cache_key
-from punie.eval.client import REQUEST_TIMEOUT_S, ChatClient, Reply, Sampling, Target
+from punie.eval.client import REQUEST_TIMEOUT_S, ChatClient, Reply, Target
 from punie.eval.identity import Identity, identify
 from punie.eval.sandbox import protections
 from punie.eval.scoring import ScoredCase, mean_pass_at_k, score_case
@@ -28,6 +28,7 @@ from punie.eval.stats import wilson
 from punie.eval.suite import Case, Suite
 from punie.eval.verdict import Response
 from punie.fsio import write_json
+from punie.sampling import DEFAULT_SAMPLING, Sampling
 
 
 @dataclass(frozen=True)
@@ -242,7 +243,7 @@ def run_suite(
     target: Target,
     *,
     label: str,
-    sampling: Sampling | None = None,
+    sampling: Sampling = DEFAULT_SAMPLING,
     concurrency: int = 4,
     on_case: Callable[[CaseResult], None] | None = None,
     cache: ResponseCache | None = None,
@@ -256,7 +257,6 @@ def run_suite(
     A request with no full answer within `request_timeout` seconds fails the run.
     """
     cache = cache if cache is not None else ResponseCache(None)
-    sampling = sampling or Sampling()
     identity = identify(target.model, target.adapter)
     started = datetime.now(UTC).isoformat(timespec="seconds")
     t0 = time.perf_counter()

@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import itertools
 import json
-import re
-from dataclasses import dataclass
 from typing import Any
 
+from punie.chat.toolcalls import Call, Malformed, parse_calls
 from punie.eval.verdict import Verdict
 
 LABELS = (
@@ -30,55 +29,6 @@ LABELS = (
     "unexpected_call",
     "no_call",
 )
-
-_BLOCK = re.compile(r"<tool_call>(.*?)(?:</tool_call>|$)", re.S)
-
-
-@dataclass(frozen=True)
-class Call:
-    name: str
-    arguments: dict[str, Any]
-
-
-class Malformed(ValueError):
-    pass
-
-
-def parse_calls(content: str | None, tool_calls: list[dict] | None = None) -> list[Call]:
-    """The calls a response makes; raises Malformed when a call cannot be read as JSON."""
-    if tool_calls:
-        return [_call_from_openai(tc) for tc in tool_calls]
-    calls = []
-    for block in _BLOCK.findall(content or ""):
-        try:
-            data = json.loads(block.strip())
-        except json.JSONDecodeError as e:
-            raise Malformed(f"tool_call block is not JSON: {block.strip()[:80]!r}") from e
-        calls.append(_call_from_dict(data))
-    return calls
-
-
-def _call_from_openai(tc: dict) -> Call:
-    fn = tc.get("function", tc) if isinstance(tc, dict) else None
-    if not isinstance(fn, dict):
-        raise Malformed(f"tool call is not an object: {tc!r}")
-    return _call_from_dict(fn)
-
-
-def _call_from_dict(data: Any) -> Call:
-    if not isinstance(data, dict) or not isinstance(data.get("name"), str):
-        raise Malformed(f"tool call has no string name: {json.dumps(data)[:80]}")
-    args = data.get("arguments")
-    if args is None:
-        args = {}
-    if isinstance(args, str):
-        try:
-            args = json.loads(args) if args.strip() else {}
-        except json.JSONDecodeError as e:
-            raise Malformed(f"{data['name']}: arguments are not JSON: {args[:80]!r}") from e
-    if not isinstance(args, dict):
-        raise Malformed(f"{data['name']}: arguments are not an object")
-    return Call(data["name"], args)
 
 
 def _schemas(tools: tuple[dict, ...] | list[dict]) -> dict[str, dict]:

@@ -17,10 +17,10 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 from punie import __version__
 from punie.errors import warn
+from punie.eval.compare import Comparison, compare
 from punie.eval.runner import EvalResult
 from punie.eval.stats import wilson
 from punie.fsio import atomic_file, read_jsonl_lenient
-from punie.report.compare import Comparison, compare
 
 COLOURS = ("#5b7bd5", "#2e9e62", "#e07b39", "#8e5bd5", "#c9a227", "#3aa6b9")
 

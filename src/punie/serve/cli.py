@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 
+from punie.sampling import DEFAULT_SAMPLING
 from punie.serve.server import STARTUP_TIMEOUT_S
 
 console = Console(stderr=True)
@@ -38,7 +40,9 @@ def serve(
     log: Annotated[
         Path | None, typer.Option(help="Server log file (default: runs/serve-PORT/server.log).")
     ] = None,
-    max_tokens: Annotated[int, typer.Option(help="Default max tokens per answer.")] = 512,
+    max_tokens: Annotated[
+        int, typer.Option(help="Default max tokens per answer, for requests that name none.")
+    ] = DEFAULT_SAMPLING.max_tokens,
     startup_timeout: Annotated[
         float, typer.Option(help="Seconds to wait for the server to load the model and answer.")
     ] = STARTUP_TIMEOUT_S,
@@ -60,7 +64,7 @@ def serve(
         folder,
         adapter=adapter,
         port=port,
-        max_tokens=max_tokens,
+        sampling=replace(DEFAULT_SAMPLING, max_tokens=max_tokens),
         startup_timeout=startup_timeout,
         on_wait=waiting_line(startup_timeout),
     )

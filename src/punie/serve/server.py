@@ -36,6 +36,7 @@ import httpx
 from punie.errors import ServerError
 from punie.logecho import LogEcho
 from punie.proc import python_module, spawn, stop_group
+from punie.sampling import DEFAULT_SAMPLING, Sampling
 
 HOST = "127.0.0.1"
 STARTUP_TIMEOUT_S = 120.0
@@ -75,7 +76,7 @@ class Server:
         adapter: Path | str | None = None,
         log: Path | None = None,
         port: int | None = None,
-        max_tokens: int = 256,
+        sampling: Sampling = DEFAULT_SAMPLING,
         startup_timeout: float = STARTUP_TIMEOUT_S,
         on_wait: Callable[[float], None] | None = None,
     ):
@@ -88,7 +89,7 @@ class Server:
         self.log = Path(log) if log else None
         self.fixed_port = port is not None
         self.port = port or free_port()
-        self.max_tokens = max_tokens
+        self.sampling = sampling
         self.startup_timeout = startup_timeout
         self.on_wait = on_wait
         self._proc: subprocess.Popen | None = None
@@ -115,8 +116,7 @@ class Server:
             HOST,
             "--port",
             str(self.port),
-            "--max-tokens",
-            str(self.max_tokens),
+            *self.sampling.server_args(),
             "--log-level",
             "WARNING",
         )

@@ -20,6 +20,8 @@ from punie.backends.base import Capabilities, FuseResult, parse_options
 from punie.errors import ConfigError
 from punie.train.callbacks import TrainingEvents
 from punie.train.config import TrainConfig
+from punie.train.fuse import fuse_run
+from punie.train.mlx import run_worker
 from punie.train.rundir import RunDir, adapter_config_file
 
 
@@ -91,8 +93,6 @@ class MLXBackend:
             check_adapter_fits(config)
 
     def train(self, config: TrainConfig, run: RunDir, events: TrainingEvents) -> Path:
-        from punie.train.mlx import run_worker
-
         run_worker(run.path, events, stage=config.method)
         return run.adapter
 
@@ -106,8 +106,6 @@ class MLXBackend:
         gguf: bool = False,
         parity: bool = True,
     ) -> FuseResult:
-        from punie.train.fuse import fuse_run
-
         return fuse_run(
             Path(run_dir),
             Path(out),

@@ -1,10 +1,8 @@
-"""Which tokens carry loss: every assistant turn, not only the last one.
+"""Batches whose loss covers the trained spans: every assistant turn, not only the last one.
 
-`mlx_lm lora --mask-prompt` on chat rows trains only the final message, so a multi-turn tool-use
-row loses the tool call of every earlier assistant turn. Here each row becomes its tokens plus a
-list of trained spans, one per assistant turn, found by rendering the conversation's prefixes
-with the model's own chat template. Batches carry a per-token mask and `masked_loss` averages the
-cross-entropy over exactly those tokens.
+Each row becomes its tokens plus the spans that carry loss, by `punie.chat.masking` (the one
+masking rule, shared with the peft backend and `punie dataset validate`). Batches carry a
+per-token mask and `masked_loss` averages the cross-entropy over exactly those tokens.
 
 Everything else is mlx_lm's batching, reproduced on purpose: the same sort key, the same numpy
 permutation draws, the same padding to a multiple of 32 plus one, and the same treatment of a row
@@ -31,42 +29,9 @@ import mlx.nn as nn
 import numpy as np
 from mlx_lm.tuner.datasets import CacheDataset, create_dataset
 
+from punie.chat.masking import Span, trained_count, trained_spans
 from punie.errors import DataError, PunieError
 from punie.fsio import read_jsonl
-
-Span = tuple[int, int]  # [start, end) token positions that carry loss
-
-
-def assistant_spans(tokenizer: Any, messages: list[dict], tools: Any = None) -> list[Span]:
-    """The token span of every assistant turn in the rendered conversation.
-
-    A turn starts after the generation prompt that precedes it and ends after its end-of-turn
-    marker. The spans are only right if each rendered prefix is a token prefix of the whole; a
-    template for which that fails is refused rather than silently mis-masked.
-    """
-
-    def render(msgs: list[dict], gen: bool = False) -> list[int]:
-        return list(
-            tokenizer.apply_chat_template(
-                msgs, tools=tools, add_generation_prompt=gen, return_dict=False
-            )
-        )
-
-    full = render(messages)
-    spans = []
-    for i, message in enumerate(messages):
-        if message.get("role") != "assistant":
-            continue
-        before = render(messages[:i], gen=True)
-        through = full if i == len(messages) - 1 else render(messages[: i + 1])
-        if full[: len(before)] != before or full[: len(through)] != through:
-            raise DataError(
-                f"messages[{i}]: the chat template does not render this assistant turn as a "
-                "continuation of the conversation before it, so its tokens cannot be masked "
-                "per turn; train without mask_prompt"
-            )
-        spans.append((len(before), len(through)))
-    return spans
 
 
 class ChatTurns:
@@ -79,12 +44,10 @@ class ChatTurns:
         self.source = source
 
     def process(self, row: dict) -> tuple[list[int], list[Span]]:
-        messages, tools = row["messages"], row.get("tools")
-        tokens = list(self.tokenizer.apply_chat_template(messages, tools=tools, return_dict=False))
-        if not self.mask_prompt:
-            return tokens, [(0, len(tokens))]
         try:
-            return tokens, assistant_spans(self.tokenizer, messages, tools)
+            return trained_spans(
+                self.tokenizer, row["messages"], row.get("tools"), mask_prompt=self.mask_prompt
+            )
         except PunieError as e:
             where = f"{self.source}:{self._rows.index(row) + 1}: " if self.source else ""
             raise DataError(f"{where}{e}") from None
@@ -137,16 +100,6 @@ def load_split(data: Path, name: str, tokenizer: Any, mask_prompt: bool):
         return []
     rows = [row for _, row in read_jsonl(path)]
     return make_dataset(rows, tokenizer, mask_prompt, source=str(path))
-
-
-def trained_count(spans: list[Span], full_length: int, max_seq_length: int) -> int:
-    """How many targets of a row carry loss once it is cut to `max_seq_length`, exactly as
-    `token_mask` and `masked_loss` count them (position 0 is never a target)."""
-    length = min(full_length, max_seq_length)
-    count = sum(max(0, min(end, length) - max(start, 1)) for start, end in spans)
-    if length < max_seq_length and any(end >= full_length for _, end in spans):
-        count += 1  # the first padding position after the row, as in `token_mask`
-    return count
 
 
 class Processed(CacheDataset):

@@ -136,7 +136,7 @@ def load_trainable(model, path: Path, what: str) -> None:
 
 def training_data(config: TrainConfig, tokenizer, events: EventChannel):
     """(train rows, validation rows or None), each without rows that train no token."""
-    from punie.train.masking import tokenized_split
+    from punie.train.masking import tokenized_split  # imports mlx: here, as mlx is above
 
     data = Path(config.data)
     args = (tokenizer, config.mask_prompt, config.max_seq_length)

@@ -21,6 +21,8 @@ import sys
 from pathlib import Path
 
 from punie.errors import PunieError
+from punie.fsio import write_json
+from punie.train.config import TrainConfig
 from punie.train.events import EventChannel
 from punie.train.rundir import RunDir, adapter_config_file
 
@@ -40,13 +42,13 @@ def _redirect_output(log: Path) -> EventChannel:
 
 
 def run(run: RunDir, events: EventChannel) -> int:
+    # mlx, and the worker's modules built on it, load here: after the output is redirected to
+    # train.log, and never in a process that only imports this module.
     import mlx.core as mx
     import numpy as np
     from mlx_lm.tuner.trainer import TrainingArgs, train
     from mlx_lm.utils import load
 
-    from punie.fsio import write_json
-    from punie.train.config import TrainConfig
     from punie.train.loop import EarlyStop, Interrupted, Loop
     from punie.train.masking import masked_loss
     from punie.train.setup import (

@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 from punie.errors import EvalError
 from punie.eval.cache import ResponseCache, default_cache_dir
-from punie.eval.client import REQUEST_TIMEOUT_S, Sampling, Target
+from punie.eval.client import REQUEST_TIMEOUT_S, Target
 from punie.eval.runner import CaseResult, EvalResult, run_suite
 from punie.eval.suite import Suite
 from punie.fsio import check_file_replaceable, file_in, safe_file_name
+from punie.model.resolve import resolve_model
 from punie.report.html import write_report
+from punie.sampling import DEFAULT_SAMPLING, Sampling
 from punie.serve.server import STARTUP_TIMEOUT_S, Server
 from punie.train.rundir import ADAPTER_WEIGHTS, RunDir, has_adapter
 
@@ -32,7 +34,7 @@ class EvalPlan:
     base_url: str | None = None  # any OpenAI-compatible server instead of a managed one
     run_dir: Path | None = None
     report: Path | None = None
-    sampling: Sampling = field(default_factory=Sampling)
+    sampling: Sampling = DEFAULT_SAMPLING
     concurrency: int = 4
     cache_dir: Path | None = None
     use_cache: bool = True
@@ -116,15 +118,13 @@ def run_eval(plan: EvalPlan, on_case: Callable[[str, CaseResult], None] | None =
     cache = ResponseCache((plan.cache_dir or default_cache_dir()) if plan.use_cache else None)
     model = plan.model
     if plan.base_url is None:
-        from punie.model.resolve import resolve_model
-
         model = str(resolve_model(plan.model))
     log = run_dir / "server.log" if plan.base_url is None else None
     server_ctx = (
         Server(
             model,
             log=log,
-            max_tokens=plan.sampling.max_tokens,
+            sampling=plan.sampling,
             startup_timeout=plan.startup_timeout,
         )
         if plan.base_url is None
