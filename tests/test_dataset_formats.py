@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from cli_support import run_main
 from punie.errors import PunieError
 
 TOOLS = [
@@ -27,19 +28,7 @@ TOOLS = [
 
 def cli(capsys, *args) -> tuple[int, str, str]:
     """`punie dataset ARGS` in-process, as the console script runs it: (exit code, out, err)."""
-    from punie.cli import main
-
-    old = sys.argv
-    sys.argv = ["punie", "dataset", *map(str, args)]
-    try:
-        main()
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    finally:
-        sys.argv = old
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err.strip()
+    return run_main(["dataset", *args], capsys)
 
 
 def write_jsonl(path: Path, rows: list) -> Path:

@@ -3,43 +3,16 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
+
+from cli_support import punie, run_main
 
 GOOD = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
 
 
-def punie(*args, cwd):
-    """The real `punie` in a subprocess: exit code, stdout, stderr as a user sees them."""
-    return subprocess.run(
-        [sys.executable, "-m", "punie", "dataset", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
 def _lines(*rows) -> bytes:
     return b"".join((r if isinstance(r, bytes) else json.dumps(r).encode()) + b"\n" for r in rows)
-
-
-def run_main(args, cwd, capsys) -> tuple[int, str]:
-    """`punie.cli.main` in-process (what the console script runs), for the many cheap cases."""
-    from punie.cli import main
-
-    old = sys.argv
-    sys.argv = ["punie", "dataset", *args]
-    try:
-        main()
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    finally:
-        sys.argv = old
-    return code, capsys.readouterr().err.strip()
 
 
 # (case id, input file name, bytes or None for "missing", expected location, words in the reason)
@@ -110,7 +83,9 @@ def test_malformed_input_fails_with_one_line_and_writes_nothing(
         (src / "notes.txt").write_text("no splits here")
     elif content is not None:
         src.write_bytes(content)
-    code, message = run_main(["filter", name, "-o", "out", "--min-messages", "1"], tmp_path, capsys)
+    code, _, message = run_main(
+        ["dataset", "filter", name, "-o", "out", "--min-messages", "1"], capsys
+    )
     assert code == 2, message
     assert message.count("\n") == 0, message
     assert message.startswith("error: "), message
@@ -123,21 +98,23 @@ def test_validate_reports_each_bad_row_and_exits_one(tmp_path):
     (tmp_path / "d.jsonl").write_bytes(
         _lines(GOOD, b"{oops", {"messages": [{"role": "wizard", "content": "x"}]}, GOOD)
     )
-    result = punie("validate", "d.jsonl", cwd=tmp_path)
+    result = punie("dataset", "validate", "d.jsonl", cwd=tmp_path)
     assert result.returncode == 1
     assert "d.jsonl:2: json: not valid JSON" in result.stdout
     assert "d.jsonl:3: messages[0].role: 'wizard' is not one of" in result.stdout
 
 
 def test_validate_exits_two_on_unusable_input(tmp_path):
-    result = punie("validate", "missing.jsonl", cwd=tmp_path)
+    result = punie("dataset", "validate", "missing.jsonl", cwd=tmp_path)
     assert result.returncode == 2
     assert "missing.jsonl: no such file" in result.stderr
 
 
 def test_skip_invalid_writes_bad_rows_to_rejects(tmp_path):
     (tmp_path / "d.jsonl").write_bytes(_lines(GOOD, b"{oops", GOOD))
-    result = punie("dedupe", "d.jsonl", "-o", "out.jsonl", "--skip-invalid", cwd=tmp_path)
+    result = punie(
+        "dataset", "dedupe", "d.jsonl", "-o", "out.jsonl", "--skip-invalid", cwd=tmp_path
+    )
     assert result.returncode == 0, result.stderr
     rejects = [json.loads(x) for x in (tmp_path / "out.rejects.jsonl").read_text().splitlines()]
     reasons = [r["reason"] for r in rejects]

@@ -6,28 +6,17 @@ from __future__ import annotations
 import json
 import random
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
+from cli_support import punie
 from punie.data import minhash
 from punie.data.dedupe import dedupe_dataset
 from punie.errors import PunieError
 
 VOCAB = [f"w{i}" for i in range(20000)]
 REASON = re.compile(r"^(.+):(\d+): near duplicate: of (.+):(\d+), Jaccard (\d\.\d{3})$")
-
-
-def punie(*args, cwd):
-    return subprocess.run(
-        [sys.executable, "-m", "punie", "dataset", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 def chat(user, reply="ok", system=None, tools=None):
@@ -76,7 +65,7 @@ def test_rows_sharing_only_a_common_phrase_are_all_kept(tmp_path):
     rng = random.Random(0)
     rows = [chat("I would like to know the " + " ".join(words(rng, 40))) for _ in range(200)]
     write_rows(tmp_path / "d.jsonl", rows)
-    result = punie("dedupe", "d.jsonl", "-o", "out.jsonl", "--json", cwd=tmp_path)
+    result = punie("dataset", "dedupe", "d.jsonl", "-o", "out.jsonl", "--json", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     counts = json.loads(result.stdout)["counts"]
     assert counts["kept"] == 200 and counts["removed"] == {}
@@ -150,11 +139,15 @@ def test_threshold_option_decides_what_is_near_and_bad_values_are_refused(tmp_pa
     write_rows(tmp_path / "d.jsonl", rows)
     kept = {}
     for t in ("0.8", "0.7"):
-        result = punie("dedupe", "d.jsonl", "-o", f"{t}.jsonl", "--threshold", t, cwd=tmp_path)
+        result = punie(
+            "dataset", "dedupe", "d.jsonl", "-o", f"{t}.jsonl", "--threshold", t, cwd=tmp_path
+        )
         assert result.returncode == 0, result.stderr
         kept[t] = len(read_rows(tmp_path / f"{t}.jsonl"))
     assert kept == {"0.8": 2, "0.7": 1}
-    result = punie("dedupe", "d.jsonl", "-o", "bad.jsonl", "--threshold", "1.5", cwd=tmp_path)
+    result = punie(
+        "dataset", "dedupe", "d.jsonl", "-o", "bad.jsonl", "--threshold", "1.5", cwd=tmp_path
+    )
     assert result.returncode != 0
     assert result.stderr.strip().splitlines() == [
         "error: --threshold 1.5: a Jaccard similarity, from 0 to 1"
@@ -177,14 +170,25 @@ def test_system_prompt_and_tool_schemas_are_left_out_unless_asked(tmp_path):
     rows += [chat(talk, system=" ".join(words(rng, 50))) for _ in range(2)]
     write_rows(tmp_path / "d.jsonl", rows)
 
-    result = punie("dedupe", "d.jsonl", "-o", "a.jsonl", "--rejects", "ra.jsonl", cwd=tmp_path)
+    result = punie(
+        "dataset", "dedupe", "d.jsonl", "-o", "a.jsonl", "--rejects", "ra.jsonl", cwd=tmp_path
+    )
     assert result.returncode == 0, result.stderr
     assert read_rows(tmp_path / "a.jsonl") == rows[:6]
     assert [r["reason"] for r in read_rows(tmp_path / "ra.jsonl")] == [
         "d.jsonl:7: near duplicate: of d.jsonl:6, Jaccard 1.000"
     ]
 
-    args = ("dedupe", "d.jsonl", "-o", "b.jsonl", "--include-system", "--rejects", "rb.jsonl")
+    args = (
+        "dataset",
+        "dedupe",
+        "d.jsonl",
+        "-o",
+        "b.jsonl",
+        "--include-system",
+        "--rejects",
+        "rb.jsonl",
+    )
     result = punie(*args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert read_rows(tmp_path / "b.jsonl") == [rows[0], *rows[5:]]
@@ -250,7 +254,9 @@ def test_templated_rows_fill_buckets_are_reported_and_their_duplicates_still_fou
     rows = [chat(" ".join(v)) for v in [*variants, last]]
     assert max(jaccard(a, b) for i, a in enumerate(rows[:300]) for b in rows[:i]) < 0.8
     write_rows(tmp_path / "d.jsonl", rows)
-    result = punie("dedupe", "d.jsonl", "-o", "out.jsonl", "--rejects", "r.jsonl", cwd=tmp_path)
+    result = punie(
+        "dataset", "dedupe", "d.jsonl", "-o", "out.jsonl", "--rejects", "r.jsonl", cwd=tmp_path
+    )
     assert result.returncode == 0, result.stderr
     assert read_rows(tmp_path / "out.jsonl") == rows[:300]
     assert [(line, of) for line, of, _ in removals(tmp_path / "r.jsonl")] == [(301, 300)]

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from cli_support import punie
 from train_support import FILES, config_toml, single_turn_row
 
 BOM = b"\xef\xbb\xbf"
@@ -22,17 +23,6 @@ ROW = {
         {"role": "assistant", "content": "Here it is."},
     ]
 }
-
-
-def punie(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
-    """The real `punie` in a subprocess, as a user runs it."""
-    return subprocess.run(
-        [sys.executable, "-m", "punie", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 def rows(*items: dict | bytes) -> bytes:

@@ -11,33 +11,17 @@ from __future__ import annotations
 
 import json
 import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from cli_support import one_line_error, punie
 from punie.errors import PunieWarning
 from punie.eval.sandbox import protections
 from punie.fsio import read_jsonl_lenient, read_jsonl_tolerant
 from train_support import config_toml, multi_turn_row, single_turn_row, write_data
-
-PUNIE = [sys.executable, "-m", "punie"]
-
-
-def punie(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([*PUNIE, *args], capture_output=True, text=True, timeout=timeout)
-
-
-def one_line_error(result: subprocess.CompletedProcess) -> str:
-    """The error a refused command printed: exactly one line, no traceback."""
-    assert result.returncode != 0, result.stdout
-    assert "Traceback" not in result.stderr, result.stderr
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1, result.stderr
-    return errors[0]
 
 
 def write_lines(path: Path, rows: list) -> Path:

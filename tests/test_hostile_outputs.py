@@ -15,24 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from cli_support import PUNIE, one_line_error, punie
 from punie.fsio import MARKER
 from punie.session import results_path, variant_label
 from train_support import single_turn_row, workspace
-
-PUNIE = [sys.executable, "-m", "punie"]
-
-
-def punie(*args: str, cwd: Path | None = None, timeout: int = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([*PUNIE, *args], capture_output=True, text=True, cwd=cwd, timeout=timeout)
-
-
-def one_line_error(result: subprocess.CompletedProcess) -> str:
-    """The error a refused command printed: exactly one line, no traceback."""
-    assert result.returncode != 0, result.stdout
-    assert "Traceback" not in result.stderr, result.stderr
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1, result.stderr  # (a progress line may come before it)
-    return errors[0]
 
 
 def write_rows(path: Path, n: int, pad: int = 0) -> Path:

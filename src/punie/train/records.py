@@ -75,10 +75,7 @@ class MetricsRecord:
 
     @classmethod
     def from_dict(cls, row: dict[str, Any]) -> MetricsRecord:
-        known = {f.name for f in fields(cls)}
-        data = {k: v for k, v in row.items() if k in known}
-        data.setdefault("schema_version", 0)
-        return cls(**data)
+        return _from_known(cls, row)
 
 
 TRAIN_FIELDS = (
@@ -175,7 +172,13 @@ class RunRecord:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunRecord:
-        known = {f.name for f in fields(cls)}
-        kept = {k: v for k, v in data.items() if k in known}
-        kept.setdefault("schema_version", 0)
-        return cls(**kept)
+        return _from_known(cls, data)
+
+
+def _from_known(cls, data: dict[str, Any]):
+    """`cls` from the keys it knows; a line written before records were versioned is version 0.
+    Unknown keys are dropped so a newer writer's fields never break an older reader."""
+    known = {f.name for f in fields(cls)}
+    kept = {k: v for k, v in data.items() if k in known}
+    kept.setdefault("schema_version", 0)
+    return cls(**kept)

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from punie import jsonl
+from punie import jsonl, platform
 from punie.data.jsonfile import array_error
 from punie.errors import PunieError
 from punie.fsio import file_sha256, read_jsonl_tolerant, write_json
@@ -156,20 +156,10 @@ def current_status(run_dir: Path, record: dict[str, Any]) -> dict[str, Any]:
         live = is_live(run_dir)
         if live is None:  # a run from before run folders had a lock: its pid is all there is
             pid = record.get("pid")
-            live = bool(pid) and _alive(pid)
+            live = bool(pid) and platform.exists(pid)
         if not live:
             record["status"] = "interrupted"
     return record
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def now() -> float:
