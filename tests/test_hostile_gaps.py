@@ -113,7 +113,7 @@ def test_eval_refuses_a_users_report_or_results_file_before_asking_anything(tmp_
     assert mine.read_text() == "<p>mine</p>"
     run_dir = tmp_path / "r2"
     run_dir.mkdir()
-    results_file = run_dir / "tiny.base.json"
+    results_file = run_dir / "tiny.m.json"  # --base-url: labelled by the model id
     results_file.write_text('{"mine": 1}')
     line = one_line_error(punie(*run, "--run-dir", str(run_dir)))
     assert str(results_file) in line and "127.0.0.1" not in line

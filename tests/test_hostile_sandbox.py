@@ -181,7 +181,7 @@ def _eval(probes: dict[str, tuple[str, str]], root: Path, tmpdir: Path, timeout:
     finally:
         httpd.shutdown()
     assert done.returncode == 0, done.stderr
-    results_file = run_dir / "hostile.base.json"
+    results_file = run_dir / "hostile.scripted.json"  # labelled by the model id
     return {
         "results": json.loads(results_file.read_text()),
         "results_text": results_file.read_text(),

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
-from punie.errors import EvalError
+from punie.errors import EvalError, warn
 from punie.eval.cache import ResponseCache, default_cache_dir
 from punie.eval.client import REQUEST_TIMEOUT_S, Target
 from punie.eval.runner import CaseResult, EvalResult, run_suite
@@ -57,10 +57,16 @@ def default_run_dir() -> Path:
     return Path("runs") / datetime.now().strftime("eval-%Y%m%d-%H%M%S")
 
 
-def variant_label(adapter: str | None, taken: set[str]) -> str:
+def variant_label(adapter: str | None, taken: set[str], model_id: str | None = None) -> str:
     """A label for the variant, unique among `taken` even ignoring case: labels name results
-    files, and `Base` and `base` are one file on a case-insensitive disk (macOS, Windows)."""
-    base = "base" if adapter is None else safe_file_name(Path(adapter).name or "adapted")
+    files, and `Base` and `base` are one file on a case-insensitive disk (macOS, Windows).
+
+    `model_id` names the no-adapter variant of a server Punie did not start (`--base-url`):
+    there "base" says nothing, as the id says which of the server's models answered."""
+    if adapter is not None:
+        base = safe_file_name(Path(adapter).name or "adapted")
+    else:
+        base = "base" if model_id is None else safe_file_name(model_id)
     folded = {t.casefold() for t in taken}
     label, n = base, 2
     while label.casefold() in folded:
@@ -94,11 +100,33 @@ def _check_outputs(plan: EvalPlan, suites: list[Suite], run_dir: Path) -> None:
     """Refuse before any model is asked to replace a results file or report Punie did not write."""
     taken: set[str] = set()
     for adapter in plan.adapters:
-        label = variant_label(adapter, taken)
+        label = variant_label(adapter, taken, _served_id(plan))
         taken.add(label)
         for suite in suites:
             check_file_replaceable(results_path(run_dir, suite.name, label), "results")
     check_file_replaceable(plan.report or run_dir / "report.html", "report")
+
+
+def _served_id(plan: EvalPlan) -> str | None:
+    """The id that names the no-adapter variant: the requested model's, for `--base-url`."""
+    return plan.model if plan.base_url is not None else None
+
+
+def _answered_label(result: EvalResult, label: str, taken: set[str]) -> str:
+    """The label a `--base-url` model's results get from the id its server answered with (one
+    id; several, or none, leave the requested id's label)."""
+    answered = result.answered_model
+    if not answered or ", " in answered:
+        return label
+    return variant_label(None, taken, answered)
+
+
+def _warn_mismatch(result: EvalResult) -> None:
+    warn(
+        f"{result.base_url}: asked for model {result.requested_model!r} but "
+        f"{result.answered_model!r} answered; the results record both "
+        "(requested_model, answered_model)"
+    )
 
 
 def run_eval(plan: EvalPlan, on_case: Callable[[str, CaseResult], None] | None = None) -> EvalRun:
@@ -134,14 +162,15 @@ def run_eval(plan: EvalPlan, on_case: Callable[[str, CaseResult], None] | None =
     with server_ctx as server:
         base_url = plan.base_url or server.base_url
         for adapter in plan.adapters:
-            label = variant_label(adapter, taken)
+            label = variant_label(adapter, taken, _served_id(plan))
             taken.add(label)
             adapter_path = (
                 str(Path(adapter).resolve()) if adapter and not plan.base_url else adapter
             )
             target = Target(base_url, model=model, adapter=adapter_path, api_key=plan.api_key)
             metrics = RunDir(Path(adapter)).metrics if adapter else None
-            for suite in suites:
+            warned = False
+            for i, suite in enumerate(suites):
                 result = run_suite(
                     suite,
                     target,
@@ -154,6 +183,15 @@ def run_eval(plan: EvalPlan, on_case: Callable[[str, CaseResult], None] | None =
                     server_status=server.status if server else None,
                     request_timeout=plan.request_timeout,
                 )
+                if result.answered_model not in (None, result.requested_model):
+                    if not warned:  # once per variant: each suite's results record it
+                        _warn_mismatch(result)
+                        warned = True
+                    if i == 0 and adapter is None and plan.base_url is not None:
+                        taken.discard(label)  # a variant's files all share its first label
+                        label = _answered_label(result, label, taken)
+                        taken.add(label)
+                result = replace(result, label=label)
                 results.append(result)
                 files.append(result.write(results_path(run_dir, suite.name, label)))
     title = plan.title or f"Punie eval: {', '.join(s.name for s in suites)}"

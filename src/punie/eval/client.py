@@ -1,7 +1,11 @@
 """An OpenAI-compatible chat client: concurrent, bounded, and explicit about which model answers.
 
 Works against Punie's managed mlx_lm.server and any other OpenAI-compatible server (vLLM, Ollama,
-llama.cpp). Every request names its model; the answer's `model` field is checked against it.
+llama.cpp). Every request names its model; the answer's `model` field is kept with the reply, so
+the results record which model answered (OpenAI itself answers `gpt-4o-mini` with a dated id).
+
+A server's URL may be given with or without its `/v1` (what `punie serve` prints has it, what
+`Server.base_url` gives has not): `api_root` is the one place that tells them apart.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ class Reply:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     finish_reason: str | None = None
+    model: str | None = None  # the answer's `model` field: who answered, by the server's word
     raw: dict = field(default_factory=dict, repr=False)
 
     def as_dict(self) -> dict:
@@ -46,11 +51,22 @@ class Reply:
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "finish_reason": self.finish_reason,
+            "model": self.model,
         }
 
 
 class RequestFailed(ServerError):
-    """A request got no usable answer (connection lost, HTTP error, wrong model)."""
+    """A request got no usable answer (connection lost, HTTP error, not a chat answer)."""
+
+
+CHAT_PATH = "/v1/chat/completions"
+
+
+def api_root(base_url: str) -> str:
+    """The server's root, to which `CHAT_PATH` is added: `base_url` without trailing slashes and
+    without one trailing `/v1`, so `http://h:8080`, `http://h:8080/` and `http://h:8080/v1/` all
+    reach `http://h:8080/v1/chat/completions` (and `http://h/api/v1` reaches `/api/v1/...`)."""
+    return base_url.rstrip("/").removesuffix("/v1")
 
 
 def request_body(target: Target, messages: list[dict], tools, sampling: Sampling) -> dict:
@@ -76,7 +92,7 @@ class ChatClient:
         self._limit = asyncio.Semaphore(concurrency)
         headers = {"Authorization": f"Bearer {target.api_key}"} if target.api_key else {}
         self._http = httpx.AsyncClient(
-            base_url=target.base_url.rstrip("/"), timeout=timeout, headers=headers
+            base_url=api_root(target.base_url), timeout=timeout, headers=headers
         )
 
     async def chat(
@@ -88,7 +104,7 @@ class ChatClient:
             try:
                 # httpx bounds each read; this bounds the whole answer (a trickle resets reads)
                 async with asyncio.timeout(self.timeout):
-                    r = await self._http.post("/v1/chat/completions", json=body)
+                    r = await self._http.post(CHAT_PATH, json=body)
             except (TimeoutError, httpx.TimeoutException) as e:
                 raise RequestFailed(
                     f"{self.target.base_url}: no answer within {self.timeout:g}s "
@@ -106,10 +122,6 @@ class ChatClient:
             message = data["choices"][0]["message"]
         except (ValueError, KeyError, IndexError, TypeError) as e:
             raise RequestFailed(f"{self.target.base_url}: not an OpenAI chat answer") from e
-        if data.get("model") not in (None, self.target.model):
-            raise RequestFailed(
-                f"asked for model {self.target.model!r} but {data.get('model')!r} answered"
-            )
         usage = data.get("usage") or {}
         return Reply(
             content=message.get("content") or "",
@@ -118,6 +130,7 @@ class ChatClient:
             prompt_tokens=usage.get("prompt_tokens"),
             completion_tokens=usage.get("completion_tokens"),
             finish_reason=data["choices"][0].get("finish_reason"),
+            model=data.get("model") if isinstance(data.get("model"), str) else None,
             raw=data,
         )
 

@@ -65,6 +65,8 @@ class EvalResult:
     wall_s: float | None = None
     metrics: str | None = None  # the adapter's training metrics.jsonl, for the loss curve
     sandbox: list[str] = field(default_factory=list)  # code suites: the protections that applied
+    requested_model: str | None = None  # the id every request named (`model`, kept for clarity)
+    answered_model: str | None = None  # the id the answers named (`a, b` if several); None: unsaid
 
     @property
     def passed(self) -> int:
@@ -204,16 +206,24 @@ async def _run(
     identity: Identity,
     on_case,
     request_timeout: float,
-) -> tuple[list[CaseResult], list[BaseException]]:
+) -> tuple[list[CaseResult], list[BaseException], set[str]]:
+    answered: set[str] = set()  # the `model` of every answer, cached ones included
     async with ChatClient(target, concurrency=concurrency, timeout=request_timeout) as client:
 
         async def sample(messages: list[dict], s: int) -> tuple[Reply, bool]:
             key = cache_key(identity, messages, suite.tools, sampling.as_dict(), s)
             hit = cache.get(key)
             if hit is not None:
-                return _reply(hit), True
+                reply = _reply(hit)
+                if reply.model:
+                    answered.add(reply.model)
+                return reply, True
             reply = await client.chat(messages, suite.tools, sampling)
-            cache.put(key, reply.as_dict())
+            if reply.model in (None, target.model):
+                # the key names the requested model: another model's answer is never kept
+                cache.put(key, reply.as_dict())
+            if reply.model:
+                answered.add(reply.model)
             return reply, False
 
         async def one(case: Case) -> CaseResult:
@@ -235,7 +245,7 @@ async def _run(
         outcomes = await asyncio.gather(*(one(c) for c in suite.cases), return_exceptions=True)
     done = [o for o in outcomes if isinstance(o, CaseResult)]
     failed = [o for o in outcomes if not isinstance(o, CaseResult)]
-    return done, failed
+    return done, failed, answered
 
 
 def run_suite(
@@ -260,7 +270,7 @@ def run_suite(
     identity = identify(target.model, target.adapter)
     started = datetime.now(UTC).isoformat(timespec="seconds")
     t0 = time.perf_counter()
-    done, failed = asyncio.run(
+    done, failed, answered = asyncio.run(
         _run(suite, target, sampling, concurrency, cache, identity, on_case, request_timeout)
     )
     if failed:
@@ -295,4 +305,6 @@ def run_suite(
         wall_s=round(time.perf_counter() - t0, 3),
         metrics=str(metrics) if metrics else None,
         sandbox=protections() if suite.kind == "code" else [],
+        requested_model=target.model,
+        answered_model=", ".join(sorted(answered)) or None,
     )
