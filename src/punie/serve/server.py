@@ -6,13 +6,14 @@
 The server's output (its log) goes to `log`, normally the run folder's `server.log`.
 
 The port is bind-tested on 127.0.0.1 just before the server starts, so a port that something
-else holds is refused at once instead of that something answering our health checks; a health
-answer counts only while our process is alive. A free port picked for us can still be taken by
-another process between the test and the server's own bind (mlx_lm.server then hangs, its bind
-error in its log): the server is stopped and started again on another free port, up to
-`PORT_ATTEMPTS` times. A port the caller named is never swapped for another. Loading a model
-can take minutes: `startup_timeout` bounds the wait and `on_wait(elapsed_s)` is called about once
-a second while it lasts, so a caller can show progress.
+else holds is refused at once instead of that something answering our health checks. A health
+answer counts only while our process is alive and, where the OS says who listens (Linux, see
+`punie.serve.listener`), only when our process holds the listening socket. A free port picked
+for us can still be taken by another process between the test and the server's own bind
+(mlx_lm.server then hangs, its bind error in its log): the server is stopped and started again
+on another free port, up to `PORT_ATTEMPTS` times. A port the caller named is never swapped for
+another. Loading a model can take minutes: `startup_timeout` bounds the wait and
+`on_wait(elapsed_s)` is called about once a second while it lasts, so a caller can show progress.
 
 One server answers for the base model and any adapter: each request names `model` (the folder) and
 `adapters` explicitly, and mlx_lm.server loads that pair. Nothing is inferred from `/v1/models`,
@@ -37,6 +38,7 @@ from punie.errors import ServerError
 from punie.logecho import LogEcho
 from punie.proc import python_module, spawn, stop_group
 from punie.sampling import DEFAULT_SAMPLING, Sampling
+from punie.serve.listener import holds_listener
 
 HOST = "127.0.0.1"
 STARTUP_TIMEOUT_S = 120.0
@@ -97,6 +99,7 @@ class Server:
         self._log_path: Path | None = None  # `log`, or a temporary file for the bind check
         self._attempt_offset = 0
         self._echo: LogEcho | None = None
+        self._foreign_answer = False  # something other than our child answered /health
 
     @property
     def base_url(self) -> str:
@@ -211,17 +214,28 @@ class Server:
                 next_report += 1.0
             time.sleep(0.25)
         where = f"; see {self.log}" if self.log else ""
+        if self._foreign_answer:
+            raise ServerError(
+                f"port {self.port} on {HOST} answered, but not from our mlx_lm.server (pid "
+                f"{self._proc.pid}): another process listens there; pick another --port{where}"
+            )
         raise ServerError(
             f"mlx_lm.server did not answer on {self.base_url} within {self.startup_timeout:g}s"
             f" (set a longer startup timeout for a slow model){where}"
         )
 
     def _answers(self) -> bool:
-        """Healthy, and still ours: the port was free when our process started, and that process
-        still runs (`/v1/models` cannot tell: it fails outright without a hub cache folder)."""
+        """Healthy, and ours: our process still runs and, where the OS can say (Linux), holds
+        the socket listening on the port; elsewhere, the port was free when it started
+        (`/v1/models` cannot tell: it fails outright without a hub cache folder)."""
         with contextlib.suppress(httpx.HTTPError):
             healthy = httpx.get(f"{self.base_url}/health", timeout=2.0).status_code == 200
-            return healthy and self._proc.poll() is None
+            if not healthy or self._proc.poll() is not None:
+                return False
+            if holds_listener(self._proc.pid, self.port) is False:
+                self._foreign_answer = True  # keep waiting: our child may yet fail to bind
+                return False
+            return True
         return False
 
     def stop(self) -> None:
