@@ -135,8 +135,10 @@ def test_results_are_labelled_by_the_model_that_answered_and_the_mismatch_warned
     done = _eval(tmp_path, _suites(tmp_path, "s1", "s2"), "mine", server.url + "/v1")
     assert done.returncode == 0, done.stderr
     assert set(server.models) == {"mine"}  # every request named the id asked for
-    labels = {r["label"] for r in json.loads(done.stdout)["results"]}
-    assert labels == {"mine-2026-01-01"}
+    summary = json.loads(done.stdout)["results"]
+    assert {(r["label"], r["requested_model"], r["answered_model"]) for r in summary} == {
+        ("mine-2026-01-01", "mine", "mine-2026-01-01")
+    }
     for suite in ("s1", "s2"):
         saved = json.loads((tmp_path / "run" / f"{suite}.mine-2026-01-01.json").read_text())
         assert saved["requested_model"] == "mine"

@@ -152,6 +152,8 @@ def run(
                         {
                             "suite": r.suite,
                             "label": r.label,
+                            "requested_model": r.requested_model,
+                            "answered_model": r.answered_model,
                             "score": r.score,
                             "interval": list(r.interval),
                             "passed": r.passed,
