@@ -10,15 +10,14 @@ warned about once.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 import punie
+from cli_support import punie as run_punie
 from punie.eval.client import api_root
 
 CHAT = "/v1/chat/completions"
@@ -95,16 +94,10 @@ def _suites(tmp_path, *names: str) -> list[str]:
 
 
 def _eval(tmp_path, suites: list[str], model: str, base_url: str) -> subprocess.CompletedProcess:
-    run_dir = tmp_path / "run"
-    return subprocess.run(
-        [sys.executable, "-c", "from punie.cli import main; main()", "eval", "run", *suites]
-        + ["--model", model, "--base-url", base_url, "--run-dir", str(run_dir)]
-        + ["--cache-dir", str(tmp_path / "cache"), "--json"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "COLUMNS": "400"},
-    )
+    return run_punie(
+        "eval", "run", *suites, "--model", model, "--base-url", base_url,
+        "--run-dir", tmp_path / "run", "--cache-dir", tmp_path / "cache", "--json",
+    )  # fmt: skip
 
 
 @pytest.mark.parametrize("suffix", ["/v1", "/v1/", "", "/"])
