@@ -1,5 +1,6 @@
 """A managed server counts as ready only when its OWN child answers: on Linux, the socket that
-listens on the port must be the child's (punie.serve.listener), not merely something healthy."""
+listens on the port must be the child's (punie.platform.holds_listener), not merely something
+healthy."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from punie.errors import ServerError
-from punie.serve.listener import holds_listener
+from punie.platform import holds_listener
 from punie.serve.server import HOST, Server
 
 pytestmark = pytest.mark.skipif(

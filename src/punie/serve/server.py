@@ -7,9 +7,9 @@ The server's output (its log) goes to `log`, normally the run folder's `server.l
 
 The port is bind-tested on 127.0.0.1 just before the server starts, so a port that something
 else holds is refused at once instead of that something answering our health checks. A health
-answer counts only while our process is alive and, where the OS says who listens (Linux, see
-`punie.serve.listener`), only when our process holds the listening socket. A free port picked
-for us can still be taken by another process between the test and the server's own bind
+answer counts only while our process is alive and, where the OS says who listens (Linux,
+`punie.platform.holds_listener`), only when our process holds the listening socket. A free port
+picked for us can still be taken by another process between the test and the server's own bind
 (mlx_lm.server then hangs, its bind error in its log): the server is stopped and started again
 on another free port, up to `PORT_ATTEMPTS` times. A port the caller named is never swapped for
 another. Loading a model can take minutes: `startup_timeout` bounds the wait and
@@ -36,9 +36,9 @@ import httpx
 
 from punie.errors import ServerError
 from punie.logecho import LogEcho
+from punie.platform import holds_listener
 from punie.proc import python_module, spawn, stop_group
 from punie.sampling import DEFAULT_SAMPLING, Sampling
-from punie.serve.listener import holds_listener
 
 HOST = "127.0.0.1"
 STARTUP_TIMEOUT_S = 120.0
