@@ -147,6 +147,16 @@ def test_pairs_put_a_passing_response_over_a_failing_one(results):
     assert valid.returncode == 0, valid.stdout + valid.stderr
 
 
+def test_pairs_render_through_a_models_chat_template(results, tiny_model):
+    """The rows validate as training will read them: prompt with tools, then each completion."""
+    done = punie("dataset", "pairs", "base/tiny-tools.base.json", "good/tiny-tools.base.json",
+                 "--suite", "suite.yaml", "-o", "r.jsonl", cwd=results)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    valid = punie("dataset", "validate", "r.jsonl", "--model", str(tiny_model), "--json",
+                  cwd=results)  # fmt: skip
+    assert valid.returncode == 0, valid.stdout + valid.stderr
+
+
 def test_chosen_expected_writes_the_expected_calls_where_nothing_passed(results):
     done = punie("dataset", "pairs", "base/tiny-tools.base.json", "--suite", "suite.yaml",
                  "--chosen", "expected", "-o", "e.jsonl", cwd=results)  # fmt: skip
