@@ -4,8 +4,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -13,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from cli_support import one_line_error, punie
 from punie.eval.suite import Suite
 
 SUITE = """\
@@ -84,16 +83,6 @@ def _scripted_server():
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     return httpd
-
-
-def punie(*args, cwd):
-    return subprocess.run(
-        [sys.executable, "-m", "punie", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 @pytest.fixture(scope="module")
@@ -193,9 +182,7 @@ def test_pairs_overlapping_an_eval_suite_are_refused(results):
 
 def test_a_results_file_of_an_unknown_suite_is_a_one_line_error(results):
     done = punie("dataset", "pairs", "base/tiny-tools.base.json", "-o", "u.jsonl", cwd=results)
-    assert done.returncode != 0
-    assert "suite 'tiny-tools' is neither given (--suite FILE) nor built in" in done.stderr
-    assert len(done.stderr.strip().splitlines()) == 1
+    assert "suite 'tiny-tools' is neither given (--suite FILE) nor built in" in one_line_error(done)
     assert not (results / "u.jsonl").exists()
 
 
@@ -203,7 +190,7 @@ def test_pairs_never_overwrite_a_file_punie_did_not_write(results):
     (results / "mine.jsonl").write_text("keep me\n")
     done = punie("dataset", "pairs", "good/tiny-tools.base.json", "--suite", "suite.yaml",
                  "-o", "mine.jsonl", cwd=results)  # fmt: skip
-    assert done.returncode != 0 and "not a Punie dataset output" in done.stderr
+    assert "not a Punie dataset output" in one_line_error(done)
     assert (results / "mine.jsonl").read_text() == "keep me\n"
 
 
@@ -279,7 +266,7 @@ def test_ablate_a_suite_writes_a_suite_that_loads_and_runs(tmp_path):
     assert manifest["counts"]["spans"] == 4
     refused = punie("dataset", "ablate", "s-shuffled.yaml", "--span", SPAN, "--mode", "drop",
                     "-o", "s.yaml", cwd=tmp_path)  # fmt: skip
-    assert refused.returncode != 0 and "not a Punie suite output" in refused.stderr
+    assert "not a Punie suite output" in one_line_error(refused)
     again = punie("dataset", "ablate", "s.yaml", "--span", SPAN, "--mode", "drop",
                   "-o", "s-shuffled.yaml", cwd=tmp_path)  # fmt: skip
     assert again.returncode == 0, again.stderr  # Punie's own suite is Punie's to replace
@@ -299,6 +286,5 @@ def test_ablate_bad_arguments_are_one_line_errors(tmp_path, span, mode, says):
     write_rows(tmp_path / "in.jsonl", draft_rows(2))
     done = punie("dataset", "ablate", "in.jsonl", "--span", span, "--mode", mode,
                  "-o", "out.jsonl", cwd=tmp_path)  # fmt: skip
-    assert done.returncode != 0
-    assert says in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert says in one_line_error(done)
     assert not (tmp_path / "out.jsonl").exists()
