@@ -137,10 +137,12 @@ def test_pairs_put_a_passing_response_over_a_failing_one(results):
 
 
 def test_pairs_render_through_a_models_chat_template(results, tiny_model):
-    """The rows validate as training will read them: prompt with tools, then each completion."""
-    done = punie("dataset", "pairs", "base/tiny-tools.base.json", "good/tiny-tools.base.json",
-                 "--suite", "suite.yaml", "-o", "r.jsonl", cwd=results)  # fmt: skip
+    """The rows validate as training will read them: prompt with tools, then each completion.
+    Eval run folders stand for the results files in them."""
+    done = punie("dataset", "pairs", "base", "good", "--suite", "suite.yaml", "-o", "r.jsonl",
+                 cwd=results)  # fmt: skip
     assert done.returncode == 0, done.stderr
+    assert [r["id"] for r in read_rows(results / "r.jsonl")] == ["tiny-tools/read"]
     valid = punie("dataset", "validate", "r.jsonl", "--model", str(tiny_model), "--json",
                   cwd=results)  # fmt: skip
     assert valid.returncode == 0, valid.stdout + valid.stderr

@@ -29,7 +29,7 @@ from punie.eval.suite import Suite
 from punie.report.html import write_report as write_html
 from punie.sampling import DEFAULT_SAMPLING, Sampling
 from punie.serve.server import STARTUP_TIMEOUT_S
-from punie.session import EvalPlan, EvalRun, load_results, run_eval
+from punie.session import EvalPlan, EvalRun, load_results, results_files, run_eval
 from punie.train import runs
 from punie.train.callbacks import TrainingEvents
 from punie.train.config import TrainConfig, resolve_config
@@ -242,7 +242,8 @@ def pair_dataset(
     n: int = 8,
     threshold: float = 0.5,
 ):
-    """Preference rows (`prompt`, `chosen`, `rejected`, `tools`) mined from eval results files:
+    """Preference rows (`prompt`, `chosen`, `rejected`, `tools`) mined from eval results (files
+    or eval run folders):
     per case, a passing response over a failing one (`chosen="expected"`: the expected calls
     where nothing passed). `suites` are the suite files the results name (built-in ones are
     found by name); rows overlapping the suites or datasets in `against` are refused as
@@ -250,7 +251,7 @@ def pair_dataset(
     pairs and lists the cases skipped, with why."""
     prompts = [prompt for source in against for prompt in load_prompts(source)]
     return write_pairs(
-        list(results),
+        results_files([Path(r) for r in results]),
         out,
         suites=list(suites),
         chosen=chosen,

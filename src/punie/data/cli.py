@@ -483,7 +483,8 @@ def decontaminate(
 @dataset_app.command()
 def pairs(
     results: Annotated[
-        list[Path], typer.Argument(help="Eval results files (`punie eval run` writes them).")
+        list[Path],
+        typer.Argument(help="Eval results files, or eval run folders (`punie eval run`)."),
     ],
     out: Out,
     suite: Annotated[
