@@ -290,3 +290,14 @@ def test_ablate_bad_arguments_are_one_line_errors(tmp_path, span, mode, says):
                  "-o", "out.jsonl", cwd=tmp_path)  # fmt: skip
     assert says in one_line_error(done)
     assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_ablate_shuffle_refuses_a_span_found_in_one_row_only(tmp_path):
+    rows = draft_rows(3)
+    for r in rows[1:]:
+        r["messages"][0]["content"] = "no draft here"
+    write_rows(tmp_path / "in.jsonl", rows)
+    done = punie("dataset", "ablate", "in.jsonl", "--span", SPAN, "--mode", "shuffle",
+                 "-o", "out.jsonl", cwd=tmp_path)  # fmt: skip
+    assert "found in only one row; nothing to swap with" in one_line_error(done)
+    assert not (tmp_path / "out.jsonl").exists()

@@ -72,6 +72,8 @@ def ablate_slots(
                 if start >= 0 and end > start:
                     found.append(((container, key), start, end, m.group("span")))
         matched_rows += len(found) > before
+    if mode == "shuffle" and 0 < matched_rows < 2:
+        raise DataError("--mode shuffle: the span is found in only one row; nothing to swap with")
     if mode == "drop":
         new = [""] * len(found)
     else:
