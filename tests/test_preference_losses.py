@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import mlx.core as mx
 import pytest
 
 from punie.errors import ConfigError
@@ -105,3 +106,14 @@ def test_large_log_prob_gaps_do_not_overflow():
 def test_an_unknown_loss_name_is_a_one_line_error():
     with pytest.raises(ConfigError, match="not one of dpo, cal_dpo, dr_dpo"):
         preference_loss("ipo", [0.0], [0.0], [0.0], [0.0])
+
+
+def test_the_dpo_gradient_is_the_closed_form():
+    """The trainer differentiates these: d ℓ / d logπ(chosen) = −β·σ(−β·h), per pair, / N."""
+
+    def mean_loss(pc):
+        return dpo(pc, mx.array(PR), mx.array(RC), mx.array(RR), beta=BETA).loss
+
+    grad = _values(mx.grad(mean_loss)(mx.array(PC)))
+    expected = [-BETA / (1 + math.exp(BETA * _h(i)[2])) / 3 for i in range(3)]
+    assert grad == pytest.approx(expected, abs=1e-6)
