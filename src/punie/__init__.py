@@ -28,7 +28,8 @@ Datasets (those that write leave a manifest.json beside the output, and return a
     validate_dataset(path, model=None) -> ValidationSummary    dataset_stats(path) -> DatasetStats
     sample_dataset (the built-in sample set), convert_dataset, filter_dataset (FilterSpec),
     dedupe_dataset, split_dataset, mix_datasets ([MixSource(path, ratio), ...]),
-    merge_datasets, decontaminate_dataset
+    merge_datasets, decontaminate_dataset, pair_dataset (preference rows from eval results),
+    ablate_dataset (drop or shuffle a prompt span, in a dataset or a suite)
 
 Types: TrainConfig, Run, RunDir, RunRecord, MetricsRecord, TrainingCallback, TrainingEvents,
 FuseResult, Backend, Capabilities, Suite, Case, Sampling, EvalPlan, EvalRun, EvalResult,
@@ -87,6 +88,8 @@ _EXPORTS: dict[str, str] = {
     "mix_datasets": "punie.data.mix:mix",
     "merge_datasets": "punie.data.mix:merge",
     "decontaminate_dataset": "punie.api:decontaminate_dataset",
+    "pair_dataset": "punie.api:pair_dataset",
+    "ablate_dataset": "punie.api:ablate_dataset",
     "FilterSpec": "punie.data.filters:FilterSpec",
     "MixSource": "punie.data.mix:Source",
     "ValidationSummary": "punie.data.validate:ValidationSummary",
@@ -147,6 +150,8 @@ __all__ = [
     "mix_datasets",
     "merge_datasets",
     "decontaminate_dataset",
+    "pair_dataset",
+    "ablate_dataset",
     "FilterSpec",
     "MixSource",
     "ValidationSummary",
@@ -205,6 +210,7 @@ TYPE_CHECKING = False  # typing's constant, without importing typing (it costs m
 if TYPE_CHECKING:  # what type checkers and editors see; at run time __getattr__ loads these
     from punie.api import (
         Run,
+        ablate_dataset,
         compare,
         compare_runs,
         decontaminate_dataset,
@@ -213,6 +219,7 @@ if TYPE_CHECKING:  # what type checkers and editors see; at run time __getattr__
         evaluate_plan,
         fuse,
         load_config,
+        pair_dataset,
         resume,
         run_config,
         train,

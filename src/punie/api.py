@@ -15,18 +15,21 @@ from typing import Any
 
 from punie.backends import get_backend
 from punie.backends.base import FuseResult
+from punie.data.ablate import ablate_rows
 from punie.data.decontaminate import decontaminate
 from punie.errors import EvalError
+from punie.eval.ablate import ablate_suite, is_suite
 from punie.eval.client import REQUEST_TIMEOUT_S
 from punie.eval.compare import Comparison
 from punie.eval.compare import compare as compare_results
+from punie.eval.pairs import write_pairs
 from punie.eval.prompts import load_prompts
 from punie.eval.runner import CaseResult, EvalResult
 from punie.eval.suite import Suite
 from punie.report.html import write_report as write_html
 from punie.sampling import DEFAULT_SAMPLING, Sampling
 from punie.serve.server import STARTUP_TIMEOUT_S
-from punie.session import EvalPlan, EvalRun, load_results, run_eval
+from punie.session import EvalPlan, EvalRun, load_results, results_files, run_eval
 from punie.train import runs
 from punie.train.callbacks import TrainingEvents
 from punie.train.config import TrainConfig, resolve_config
@@ -227,3 +230,48 @@ def decontaminate_dataset(
     threshold, rejects, skip_invalid). Returns the written output and its manifest counts."""
     prompts = [prompt for source in against for prompt in load_prompts(source)]
     return decontaminate(path, out, prompts, **options)
+
+
+def pair_dataset(
+    results: Iterable[Path | str],
+    out: Path | str,
+    *,
+    suites: Iterable[Path | str] = (),
+    chosen: str = "passing",
+    against: Iterable[Path | str] = (),
+    n: int = 8,
+    threshold: float = 0.5,
+):
+    """Preference rows (`prompt`, `chosen`, `rejected`, `tools`) mined from eval results (files
+    or eval run folders):
+    per case, a passing response over a failing one (`chosen="expected"`: the expected calls
+    where nothing passed). `suites` are the suite files the results name (built-in ones are
+    found by name); rows overlapping the suites or datasets in `against` are refused as
+    `decontaminate_dataset` refuses them. Returns the written output; its manifest counts the
+    pairs and lists the cases skipped, with why."""
+    prompts = [prompt for source in against for prompt in load_prompts(source)]
+    return write_pairs(
+        results_files([Path(r) for r in results]),
+        out,
+        suites=list(suites),
+        chosen=chosen,
+        against=prompts,
+        n=n,
+        threshold=threshold,
+    )
+
+
+def ablate_dataset(
+    path: Path | str,
+    out: Path | str,
+    span: str,
+    *,
+    mode: str,
+    seed: int = 0,
+):
+    """Drop (`mode="drop"`) or swap between rows (`"shuffle"`, seeded) the part of every prompt
+    that the regex `span`'s group named `span` matches, in a dataset (.jsonl or folder) or an
+    eval suite (.yaml or built-in name). A dataset gives its Output; a suite, its manifest."""
+    if is_suite(path):
+        return ablate_suite(path, out, span, mode=mode, seed=seed)
+    return ablate_rows(path, out, span, mode=mode, seed=seed)

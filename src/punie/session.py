@@ -199,15 +199,20 @@ def run_eval(plan: EvalPlan, on_case: Callable[[str, CaseResult], None] | None =
     return EvalRun(run_dir, tuple(results), tuple(files), report, log)
 
 
-def load_results(paths: list[Path]) -> list[EvalResult]:
-    """Results files, or run folders (every `*.json` results file in them, in name order)."""
+def results_files(paths: list[Path]) -> list[Path]:
+    """Results files, with each run folder given as its `*.json` results files, in name order."""
     out = []
     for p in map(Path, paths):
         if p.is_dir():
             found = sorted(f for f in p.glob("*.json") if f.name.count(".") >= 2)
             if not found:
                 raise EvalError(f"{p}: no results files (<suite>.<label>.json) in this folder")
-            out += [EvalResult.read(f) for f in found]
+            out += found
         else:
-            out.append(EvalResult.read(p))
+            out.append(p)
     return out
+
+
+def load_results(paths: list[Path]) -> list[EvalResult]:
+    """Results files, or run folders (every `*.json` results file in them, in name order)."""
+    return [EvalResult.read(f) for f in results_files(paths)]

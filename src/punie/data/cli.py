@@ -481,6 +481,94 @@ def decontaminate(
 
 
 @dataset_app.command()
+def pairs(
+    results: Annotated[
+        list[Path],
+        typer.Argument(help="Eval results files, or eval run folders (`punie eval run`)."),
+    ],
+    out: Out,
+    suite: Annotated[
+        list[Path] | None,
+        typer.Option(help="Suite file a results file names (built-in suites are found by name)."),
+    ] = None,
+    chosen: Annotated[
+        str,
+        typer.Option(
+            help="`passing`: a passing response over a failing one. `expected`: also, where "
+            "nothing passed, the expected calls over a failing response."
+        ),
+    ] = "passing",
+    against: Annotated[
+        list[str] | None,
+        typer.Option(help="Eval suite or dataset whose prompts must not leak; repeatable."),
+    ] = None,
+    n: Annotated[int, typer.Option(help="Words per n-gram (shorter prompts count whole).")] = 8,
+    threshold: Annotated[
+        float, typer.Option(help="Refuse a pair holding at least this share of a prompt's n-grams.")
+    ] = 0.5,
+    as_json: Json = False,
+) -> None:
+    """Preference rows from eval results: per case, a passing response (chosen) over a failing
+    one (rejected), the prompt being the case's request with the suite's tools. Give several
+    results of one suite (base and adapted, or several seeds)."""
+    from punie.api import pair_dataset
+
+    o = pair_dataset(
+        results,
+        out,
+        suites=suite or (),
+        chosen=chosen,
+        against=against or (),
+        n=n,
+        threshold=threshold,
+    )
+    if not as_json:
+        skipped = o.counts["skipped_by_reason"]
+        out_console.print(f"pairs: {o.counts['pairs']} of {o.counts['cases']} cases")
+        if skipped:
+            out_console.print(
+                _table("skipped", ["reason", "count"], [[k, v] for k, v in skipped.items()])
+            )
+    _written(o, as_json)
+
+
+@dataset_app.command()
+def ablate(
+    path: Annotated[
+        Path, typer.Argument(help="Dataset (.jsonl or folder) or eval suite (.yaml or name).")
+    ],
+    out: Out,
+    span: Annotated[
+        str,
+        typer.Option(help="Regex whose group named `span` marks the part: (?P<span>...)."),
+    ],
+    mode: Annotated[
+        str, typer.Option(help="`drop` removes the span; `shuffle` swaps spans between rows.")
+    ],
+    seed: Seed = 0,
+    as_json: Json = False,
+) -> None:
+    """Drop or shuffle one part of every prompt, to test whether a model reads it: run the same
+    eval on the plain and the ablated suite and compare."""
+    from punie.api import ablate_dataset
+
+    result = ablate_dataset(path, out, span, mode=mode, seed=seed)
+    if isinstance(result, dict):  # a suite: its manifest
+        if as_json:
+            _print_json(result)
+            return
+        c = result["counts"]
+        out_console.print(
+            f"wrote {out}: {c['spans']} spans in {c['rows_matched']} of {c['rows']} cases ({mode})"
+        )
+        return
+    if not as_json:
+        c = result.counts
+        out_console.print(f"{c['spans']} spans in {c['rows_matched']} of {c['rows']} rows ({mode})")
+    _written(result, as_json)
+
+
+@dataset_app.command()
 def download(
     name: Annotated[
         str, typer.Argument(help="`sample` (offline, the demo's set) or a hub dataset id.")

@@ -70,6 +70,14 @@ class NgramIndex:
                     hits[i] += 1
         return {i: h / self.total[i] for i, h in hits.items()}
 
+    def contaminated(self, row: dict, threshold: float) -> tuple[str, float] | None:
+        """The prompt `row` holds the most of, and that share, when it is `threshold` or more."""
+        found = self.overlaps("\n".join(texts(row, ("system", "user", "assistant", "tool"))))
+        if not found:
+            return None
+        i, share = max(found.items(), key=lambda kv: (kv[1], -kv[0]))
+        return (self.prompts[i].id, share) if share >= threshold else None
+
 
 def decontaminate(
     path: Path | str,
@@ -87,13 +95,10 @@ def decontaminate(
     hits: list[dict] = []
 
     def decide(rec: Record) -> str | None:
-        found = index.overlaps("\n".join(texts(rec.row, ("system", "user", "assistant", "tool"))))
-        if not found:
+        hit = index.contaminated(rec.row, threshold)
+        if hit is None:
             return None
-        i, share = max(found.items(), key=lambda kv: (kv[1], -kv[0]))
-        if share < threshold:
-            return None
-        pid = index.prompts[i].id
+        pid, share = hit
         if len(hits) < MAX_LISTED:
             hits.append(
                 {"row": f"{rec.path}:{rec.line}", "prompt": pid, "overlap": round(share, 3)}
