@@ -4,14 +4,13 @@
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 import yaml
 
 from cli_support import one_line_error, punie
+from openai_stub import completion, scripted_server
 from punie.eval.suite import Suite
 
 SUITE = """\
@@ -57,32 +56,15 @@ CALLS = {
 
 
 def _scripted_server():
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            user = next(m["content"] for m in body["messages"] if m["role"] == "user")
-            name, args = CALLS[body["model"], user]
-            call = {"id": "c0", "type": "function"}
-            call["function"] = {"name": name, "arguments": json.dumps(args)}
-            message = {"role": "assistant", "content": "", "tool_calls": [call]}
-            out = json.dumps(
-                {
-                    "model": body["model"],
-                    "choices": [{"message": message, "finish_reason": "tool_calls"}],
-                    "usage": {"prompt_tokens": 5, "completion_tokens": 3},
-                }
-            ).encode()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(out)))
-            self.end_headers()
-            self.wfile.write(out)
+    def answer(body):
+        user = next(m["content"] for m in body["messages"] if m["role"] == "user")
+        name, args = CALLS[body["model"], user]
+        call = {"id": "c0", "type": "function"}
+        call["function"] = {"name": name, "arguments": json.dumps(args)}
+        message = {"role": "assistant", "content": "", "tool_calls": [call]}
+        return completion(body["model"], message, finish_reason="tool_calls")
 
-        def log_message(self, *args):
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    return httpd
+    return scripted_server(answer)
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +91,7 @@ def read_rows(path: Path) -> list[dict]:
 
 
 def test_pairs_put_a_passing_response_over_a_failing_one(results):
-    base, good = "base/tiny-tools.base.json", "good/tiny-tools.base.json"
+    base, good = "base/tiny-tools.base.json", "good/tiny-tools.good.json"
     done = punie("dataset", "pairs", base, good, "--suite", "suite.yaml", "-o", "p.jsonl",
                  cwd=results)  # fmt: skip
     assert done.returncode == 0, done.stderr
@@ -172,7 +154,7 @@ def test_pairs_overlapping_an_eval_suite_are_refused(results):
         "  - {id: q, prompt: 'Show me the file called alpha.py in the repository', "
         "expect: {answer: x}}\n"
     )
-    done = punie("dataset", "pairs", "base/tiny-tools.base.json", "good/tiny-tools.base.json",
+    done = punie("dataset", "pairs", "base/tiny-tools.base.json", "good/tiny-tools.good.json",
                  "--suite", "suite.yaml", "--against", "held-out.yaml", "-o", "c.jsonl",
                  cwd=results)  # fmt: skip
     assert done.returncode == 0, done.stderr
@@ -190,7 +172,7 @@ def test_a_results_file_of_an_unknown_suite_is_a_one_line_error(results):
 
 def test_pairs_never_overwrite_a_file_punie_did_not_write(results):
     (results / "mine.jsonl").write_text("keep me\n")
-    done = punie("dataset", "pairs", "good/tiny-tools.base.json", "--suite", "suite.yaml",
+    done = punie("dataset", "pairs", "good/tiny-tools.good.json", "--suite", "suite.yaml",
                  "-o", "mine.jsonl", cwd=results)  # fmt: skip
     assert "not a Punie dataset output" in one_line_error(done)
     assert (results / "mine.jsonl").read_text() == "keep me\n"

@@ -3,12 +3,9 @@ answers with another model is a fault we can only stage: a few lines of http.ser
 
 from __future__ import annotations
 
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
 import pytest
 
+from openai_stub import completion, scripted_server
 from punie.eval.cache import ResponseCache
 from punie.eval.client import Target
 from punie.eval.runner import run_suite
@@ -19,28 +16,11 @@ from punie.sampling import Sampling
 def _fake_server(answered_model: str | None):
     seen = []
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            seen.append(body)
-            out = json.dumps(
-                {
-                    "model": answered_model or body["model"],
-                    "choices": [{"message": {"content": "Answer: 42"}, "finish_reason": "stop"}],
-                    "usage": {"prompt_tokens": 5, "completion_tokens": 3},
-                }
-            ).encode()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(out)))
-            self.end_headers()
-            self.wfile.write(out)
+    def answer(body):
+        seen.append(body)
+        return completion(answered_model or body["model"], {"content": "Answer: 42"})
 
-        def log_message(self, *args):
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    return httpd, seen
+    return scripted_server(answer), seen
 
 
 @pytest.fixture

@@ -17,14 +17,14 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
+from openai_stub import completion, scripted_server
 from punie.errors import PunieError
 from punie.eval.sandbox import Limits, isolation, protections, remove_tree, run_python
 from punie.eval.suite import Suite
@@ -114,29 +114,11 @@ def _probes(secret_file: Path, sock_path: Path, abstract: str) -> dict[str, tupl
 
 
 def _scripted_server(answers: dict[str, str]) -> ThreadingHTTPServer:
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            prompt = body["messages"][-1]["content"]
-            content = f"```python\n{answers[prompt]}```"
-            out = json.dumps(
-                {
-                    "model": body["model"],
-                    "choices": [{"message": {"content": content}, "finish_reason": "stop"}],
-                    "usage": {"prompt_tokens": 5, "completion_tokens": 30},
-                }
-            ).encode()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(out)))
-            self.end_headers()
-            self.wfile.write(out)
+    def answer(body):
+        content = f"```python\n{answers[body['messages'][-1]['content']]}```"
+        return completion(body["model"], {"content": content}, completion_tokens=30)
 
-        def log_message(self, *args):
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    return httpd
+    return scripted_server(answer)
 
 
 def _suite_yaml(probes: dict[str, tuple[str, str]]) -> str:

@@ -1,0 +1,43 @@
+"""A scripted OpenAI-compatible server, for tests where a model's replies must be controlled
+(hostile programs, a model that answers under another id, chosen tool calls): a few lines of
+http.server on 127.0.0.1 and a free port, answering /v1/chat/completions with what `answer`
+returns for each request body."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+def completion(
+    model: str, message: dict[str, Any], finish_reason: str = "stop", completion_tokens: int = 3
+) -> dict[str, Any]:
+    """One chat completion in OpenAI's shape."""
+    return {
+        "model": model,
+        "choices": [{"message": message, "finish_reason": finish_reason}],
+        "usage": {"prompt_tokens": 5, "completion_tokens": completion_tokens},
+    }
+
+
+def scripted_server(answer: Callable[[dict[str, Any]], dict[str, Any]]) -> ThreadingHTTPServer:
+    """Serve `answer(request body)` as each response; `.shutdown()` it when done."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            out = json.dumps(answer(body)).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(out)))
+            self.end_headers()
+            self.wfile.write(out)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    return httpd
