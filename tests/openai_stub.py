@@ -1,7 +1,8 @@
 """A scripted OpenAI-compatible server, for tests where a model's replies must be controlled
 (hostile programs, a model that answers under another id, chosen tool calls): a few lines of
 http.server on 127.0.0.1 and a free port, answering /v1/chat/completions with what `answer`
-returns for each request body."""
+returns for each request body, and 404 on any other path (as mlx_lm.server does). The server
+records every path it was asked for in `.paths`."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+CHAT = "/v1/chat/completions"
 
 
 def completion(
@@ -25,10 +28,17 @@ def completion(
 
 def scripted_server(answer: Callable[[dict[str, Any]], dict[str, Any]]) -> ThreadingHTTPServer:
     """Serve `answer(request body)` as each response; `.shutdown()` it when done."""
+    paths: list[str] = []
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self):
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            paths.append(self.path)
+            if self.path != CHAT:
+                self.send_response(404)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
             out = json.dumps(answer(body)).encode()
             self.send_response(200)
             self.send_header("Content-Length", str(len(out)))
@@ -39,5 +49,6 @@ def scripted_server(answer: Callable[[dict[str, Any]], dict[str, Any]]) -> Threa
             pass
 
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.paths = paths
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     return httpd

@@ -11,16 +11,14 @@ from __future__ import annotations
 
 import json
 import subprocess
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 import punie
 from cli_support import punie as run_punie
+from openai_stub import CHAT, completion, scripted_server
 from punie.eval.client import api_root
 
-CHAT = "/v1/chat/completions"
 SUITE = (
     "name: {name}\nkind: reasoning\nscorer: numeric\ncases:\n"
     "  - {{id: a, prompt: q1, expect: {{answer: 42}}}}\n"
@@ -33,37 +31,17 @@ class Scripted:
     mlx_lm.server does) and says `answered` (or the requested id; or nothing) answered."""
 
     def __init__(self, answered: str | None = None, *, say_model: bool = True):
-        self.paths: list[str] = []
         self.models: list[str] = []
-        scripted = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                scripted.paths.append(self.path)
-                if self.path != CHAT:
-                    self.send_response(404)
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
-                scripted.models.append(body["model"])
-                answer = {
-                    "choices": [{"message": {"content": "Answer: 42"}, "finish_reason": "stop"}],
-                    "usage": {"prompt_tokens": 5, "completion_tokens": 3},
-                }
-                if say_model:
-                    answer["model"] = answered or body["model"]
-                out = json.dumps(answer).encode()
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(out)))
-                self.end_headers()
-                self.wfile.write(out)
+        def answer(body):
+            self.models.append(body["model"])
+            reply = completion(answered or body["model"], {"content": "Answer: 42"})
+            if not say_model:
+                del reply["model"]
+            return reply
 
-            def log_message(self, *args):
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.httpd = scripted_server(answer)
+        self.paths = self.httpd.paths
         self.url = f"http://127.0.0.1:{self.httpd.server_port}"
 
     def close(self) -> None:
