@@ -307,14 +307,13 @@ def read_jsonl(path: Path | str) -> Iterator[tuple[int, dict]]:
     Lines are read by `punie.jsonl`, as `punie dataset validate` reads them; a line that is not a
     JSON object is a one-line PunieError naming the file and line.
     """
+    first = True
     for n, raw in jsonl.lines(path):
         if not raw.strip():
             continue
-        if n == 1 and raw.lstrip().startswith(b"["):
-            raise PunieError(
-                f"{path}: a JSON array, not JSON lines (one object per line); "
-                f"`punie dataset convert {path} -o OUT.jsonl` turns it into JSON lines"
-            )
+        if first and raw.lstrip().startswith(b"["):
+            raise jsonl.array_error(path, "each line must be one JSON object")
+        first = False
         try:
             row = jsonl.loads(raw)
         except jsonl.BadJSON as e:

@@ -62,6 +62,15 @@ def lines(path: Path | str) -> Iterator[tuple[int, bytes]]:
             yield n, line
 
 
+def array_error(path: Path | str, why: str) -> DataError:
+    """A JSON array where JSON lines are read: one line naming the file, instead of an error on
+    every line of the array."""
+    return DataError(
+        f"{path}: a JSON array, not JSON lines; {why}. Turn it into JSON lines with "
+        f"`punie dataset convert {path} -o OUT.jsonl`"
+    )
+
+
 def loads(raw: bytes) -> Any:
     """The JSON value of one line; raises `BadJSON` for anything the json module cannot read."""
     try:

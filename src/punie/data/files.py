@@ -85,7 +85,7 @@ def lines(path: Path, *, arrays: bool = True) -> Iterator[tuple[int, bytes]]:
         raise jsonfile.dataset_info_error(path)
     if form == "array":
         if not arrays:
-            raise jsonfile.array_error(path, "mlx_lm reads a dataset folder's splits as JSON lines")
+            raise jsonl.array_error(path, "mlx_lm reads a dataset folder's splits as JSON lines")
         yield from jsonfile.elements(path)
         return
     n = 0

@@ -105,13 +105,6 @@ def dataset_info_error(path: Path | str) -> PunieError:
     )
 
 
-def array_error(path: Path | str, why: str) -> PunieError:
-    return DataError(
-        f"{path}: a JSON array, not JSON lines; {why}. Turn it into JSON lines with "
-        f"`punie dataset convert {path} -o OUT.jsonl`"
-    )
-
-
 def elements(path: Path | str) -> Iterator[tuple[Index, bytes]]:
     """Each element of a JSON array file as (index, one line of compact JSON)."""
     import ijson

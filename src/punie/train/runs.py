@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from punie import jsonl, platform
-from punie.data.jsonfile import array_error
 from punie.errors import PunieError
 from punie.fsio import file_sha256, read_jsonl_tolerant, write_json
 from punie.train.records import MetricsRecord, MetricsSummary
@@ -50,7 +49,7 @@ def _count_rows(path: Path) -> int:
         if not line.strip():
             continue
         if rows == 0 and line.lstrip().startswith(b"["):
-            raise array_error(path, "training reads one JSON object a line")
+            raise jsonl.array_error(path, "training reads one JSON object a line")
         rows += 1
     return rows
 
