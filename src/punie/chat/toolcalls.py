@@ -2,6 +2,12 @@
 
 The one parser for tool calls. Eval reads a model's reply with it; `punie dataset validate` reads
 what a chat template renders for a row's calls with it, so both agree on what a call looks like.
+
+A final `<tool_call>` block with no closing tag is a call when its text is complete JSON: that is
+how mlx_lm.server reads it (at the end of generation it parses the tool text still open), and a
+server that stops on `</tool_call>` leaves the tag out of the reply. A block cut off inside its
+JSON (`max_tokens`) is `Malformed`. A block never ends at another `<tool_call>`: an unclosed block
+followed by another one is read as one block, which is not JSON, so it is `Malformed` too.
 """
 
 from __future__ import annotations

@@ -103,8 +103,8 @@ def case_pairs(
             "rejected": [response_message(failing[0])],
             "id": where,
         }
-        if suite.tools:
-            row["tools"] = list(suite.tools)
+        if suite.tools_for(case):
+            row["tools"] = list(suite.tools_for(case))
         rows.append(row)
     return rows, skipped
 

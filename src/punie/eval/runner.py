@@ -21,6 +21,7 @@ from typing import Any
 from punie.errors import EvalError, PunieError, warn
 from punie.eval.cache import ResponseCache, cache_key
 from punie.eval.client import REQUEST_TIMEOUT_S, ChatClient, Reply, Target
+from punie.eval.code import check_runner
 from punie.eval.identity import Identity, identify
 from punie.eval.sandbox import protections
 from punie.eval.scoring import ScoredCase, mean_pass_at_k, score_case
@@ -47,6 +48,7 @@ class CaseResult:
     cached: bool = False  # the first sample came from the response cache
     n: int = 1  # samples asked
     c: int = 0  # samples that passed
+    coverage: float | None = None  # code: the fraction of the first sample's tests passed
 
 
 @dataclass(frozen=True)
@@ -190,6 +192,7 @@ def case_result(case: Case, scored: ScoredCase, first: Reply, cached: bool) -> C
         cached=cached,
         n=len(scored.verdicts),
         c=scored.correct,
+        coverage=scored.coverage,
     )
 
 
@@ -210,15 +213,15 @@ async def _run(
     answered: set[str] = set()  # the `model` of every answer, cached ones included
     async with ChatClient(target, concurrency=concurrency, timeout=request_timeout) as client:
 
-        async def sample(messages: list[dict], s: int) -> tuple[Reply, bool]:
-            key = cache_key(identity, messages, suite.tools, sampling.as_dict(), s)
+        async def sample(messages: list[dict], tools: tuple, s: int) -> tuple[Reply, bool]:
+            key = cache_key(identity, messages, tools, sampling.as_dict(), s)
             hit = cache.get(key)
             if hit is not None:
                 reply = _reply(hit)
                 if reply.model:
                     answered.add(reply.model)
                 return reply, True
-            reply = await client.chat(messages, suite.tools, sampling)
+            reply = await client.chat(messages, tools, sampling)
             if reply.model in (None, target.model):
                 # the key names the requested model: another model's answer is never kept
                 cache.put(key, reply.as_dict())
@@ -228,7 +231,8 @@ async def _run(
 
         async def one(case: Case) -> CaseResult:
             messages = suite.messages_for(case)
-            got = await asyncio.gather(*(sample(messages, s) for s in range(suite.samples)))
+            tools = suite.tools_for(case)
+            got = await asyncio.gather(*(sample(messages, tools, s) for s in range(suite.samples)))
             responses = [
                 Response(case.id, r.content, r.tool_calls, r.finish_reason, s)
                 for s, (r, _) in enumerate(got)
@@ -266,6 +270,8 @@ def run_suite(
     `server_status` (e.g. `Server.status`) explains a failure: "mlx_lm.server exited with -9".
     A request with no full answer within `request_timeout` seconds fails the run.
     """
+    if suite.kind == "code" and suite.runner:
+        check_runner(suite.runner, suite.limits)  # before any request: a runner it cannot start
     cache = cache if cache is not None else ResponseCache(None)
     identity = identify(target.model, target.adapter)
     started = datetime.now(UTC).isoformat(timespec="seconds")

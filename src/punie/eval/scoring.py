@@ -23,7 +23,14 @@ Scorer = Callable[[Suite, Case, Response], Verdict]
 
 
 def _tool_calling(suite: Suite, case: Case, r: Response) -> Verdict:
-    return score_tool_calls(r.content, r.tool_calls, case.expect, suite.tools, r.finish_reason)
+    return score_tool_calls(
+        r.content,
+        r.tool_calls,
+        case.expect,
+        suite.tools_for(case),
+        r.finish_reason,
+        strings=suite.strings,
+    )
 
 
 def _reasoning(suite: Suite, case: Case, r: Response) -> Verdict:
@@ -37,7 +44,9 @@ def _reasoning(suite: Suite, case: Case, r: Response) -> Verdict:
 
 
 def _code(suite: Suite, case: Case, r: Response) -> Verdict:
-    return score_code(r.content, case.expect, suite.limits)
+    return score_code(
+        r.content, case.expect, suite.limits, language=suite.language, runner=suite.runner
+    )
 
 
 SCORERS: dict[str, Scorer] = {"tool_calling": _tool_calling, "reasoning": _reasoning, "code": _code}
@@ -55,6 +64,11 @@ class ScoredCase:
     label: str | None
     reason: str
     verdicts: tuple[Verdict, ...]  # one per sample
+
+    @property
+    def coverage(self) -> float | None:
+        """Code: the fraction of the first sample's tests passed (None for other kinds)."""
+        return self.verdicts[0].coverage
 
     @property
     def correct(self) -> int:

@@ -18,6 +18,7 @@ import yaml
 from punie.errors import EvalError, PunieError
 from punie.eval.reasoning import DEFAULT_PATTERN, SCORERS
 from punie.eval.sandbox import Limits
+from punie.eval.toolcalls import STRINGS
 from punie.fsio import is_safe_name
 
 KINDS = ("tool_calling", "reasoning", "code")
@@ -30,6 +31,9 @@ class Case:
     messages: tuple[dict, ...]
     expect: dict[str, Any]
     category: str = "default"
+    tools: tuple[dict, ...] | None = (
+        None  # tool_calling: the case's own tools, replacing the suite's
+    )
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,9 @@ class Suite:
     answer_pattern: str = DEFAULT_PATTERN  # reasoning: where the final answer is
     tolerance: float = 1e-6  # reasoning, numeric scorer
     limits: Limits = Limits()  # code: the sandbox's limits
+    strings: str = "exact"  # tool_calling: exact | normalized (BFCL's string rule)
+    language: str = "python"  # code: the code block's fence and the file's extension
+    runner: tuple[str, ...] = ()  # code: a command template with {file}; () runs Python's harness
     extra: dict[str, Any] = field(default_factory=dict)
     path: str | None = None
 
@@ -52,6 +59,10 @@ class Suite:
         """The request's messages: the suite's system prompt, then the case's turns."""
         head = [{"role": "system", "content": self.system}] if self.system else []
         return head + [dict(m) for m in case.messages]
+
+    def tools_for(self, case: Case) -> tuple[dict, ...]:
+        """The tools offered with `case`: its own when it has them, else the suite's."""
+        return self.tools if case.tools is None else case.tools
 
     @classmethod
     def load(cls, path: Path | str) -> Suite:
@@ -98,6 +109,10 @@ class Suite:
             raise bad("cases", "must be a non-empty list")
         tools = data.get("tools") or []
         tool_names = _check_tools(tools, bad)
+        strings = data.get("strings", "exact")
+        if strings not in STRINGS:
+            raise bad("strings", f"{strings!r} is not one of {', '.join(STRINGS)}")
+        language, runner = _check_code_settings(data, bad)
         scorer = data.get("scorer", "normalized")
         if scorer not in SCORERS:
             raise bad("scorer", f"{scorer!r} is not one of {', '.join(SCORERS)}")
@@ -149,19 +164,30 @@ class Suite:
             expect = c.get("expect")
             if not isinstance(expect, dict):
                 raise bad(f"{where}.expect", "missing or not a mapping", i)
+            case_tools = c.get("tools")
+            if case_tools is not None:
+                case_names = _check_tools(
+                    case_tools, lambda f, m, i=i, w=where: bad(f"{w}.{f}", m, i)
+                )
             _check_expect(
-                kind, expect, tool_names, lambda f, m, i=i, w=where: bad(f"{w}.{f}", m, i)
+                kind,
+                expect,
+                tool_names if case_tools is None else case_names,
+                lambda f, m, i=i, w=where: bad(f"{w}.{f}", m, i),
             )
+            if kind == "code" and (runner or isinstance(expect.get("tests"), list)):
+                _check_program_tests(expect, lambda f, m, i=i, w=where: bad(f"{w}.{f}", m, i))
             cases.append(
                 Case(
                     id=str(c["id"]),
                     messages=tuple(messages),
                     expect=expect,
                     category=str(c.get("category", "default")),
+                    tools=None if case_tools is None else tuple(case_tools),
                 )
             )
         known = {"name", "kind", "cases", "system", "tools", "samples", "k", "scorer"}
-        known |= {"answer_pattern", "tolerance", "limits"}
+        known |= {"answer_pattern", "tolerance", "limits", "strings", "language", "runner"}
         return cls(
             name=str(data["name"]),
             kind=kind,
@@ -174,6 +200,9 @@ class Suite:
             answer_pattern=pattern,
             tolerance=float(data.get("tolerance", 1e-6)),
             limits=Limits(**limits),
+            strings=strings,
+            language=language,
+            runner=runner,
             extra={k: v for k, v in data.items() if k not in known},
             path=source,
         )
@@ -197,6 +226,44 @@ def _check_tools(tools: Any, bad) -> set[str]:
     return names
 
 
+def _check_code_settings(data: dict, bad) -> tuple[str, tuple[str, ...]]:
+    language = data.get("language", "python")
+    if not isinstance(language, str) or not re.fullmatch(r"[A-Za-z0-9_+#-]{1,32}", language):
+        raise bad("language", f"{language!r} is not a language name (a code fence's word)")
+    runner = data.get("runner", [])
+    if isinstance(runner, str):
+        runner = runner.split()
+    if not isinstance(runner, list) or not all(isinstance(a, str) and a for a in runner):
+        raise bad("runner", 'must be a command as a list of words, e.g. ["q", "{file}"]')
+    if runner and "{file}" in runner[0]:
+        raise bad("runner", "the first word is the program that runs the code, not {file}")
+    if runner and not any("{file}" in a for a in runner):
+        raise bad("runner", f"{runner!r} never names the program: put {{file}} where it goes")
+    if language != "python" and not runner:
+        raise bad("runner", f'missing: how to run {language} code, e.g. ["{language}", "{{file}}"]')
+    return language, tuple(runner)
+
+
+def _check_program_tests(expect: dict, bad) -> None:
+    """Tests for a runner: a script run after the code, or a list of {stdin, stdout, script}."""
+    tests = expect.get("tests")
+    if isinstance(tests, str):
+        return
+    if not isinstance(tests, list) or not tests:
+        raise bad("expect.tests", "missing: a script, or a list of {stdin, stdout} / {script}")
+    for j, t in enumerate(tests):
+        if not isinstance(t, dict):
+            raise bad(f"expect.tests[{j}]", "must be a mapping of stdin, stdout and script")
+        unknown = set(t) - {"stdin", "stdout", "script"}
+        if unknown:
+            raise bad(f"expect.tests[{j}].{sorted(unknown)[0]}", "unknown (stdin, stdout, script)")
+        if "stdout" not in t and "script" not in t:
+            raise bad(f"expect.tests[{j}]", "needs stdout (expected output) or script, or both")
+        for key in ("stdin", "stdout", "script"):
+            if key in t and not isinstance(t[key], str | int | float):
+                raise bad(f"expect.tests[{j}].{key}", "must be text")
+
+
 def _check_expect(kind: str, expect: dict, tool_names: set[str], bad) -> None:
     if kind == "tool_calling":
         calls = expect.get("calls")
@@ -209,12 +276,23 @@ def _check_expect(kind: str, expect: dict, tool_names: set[str], bad) -> None:
                 raise bad(f"expect.calls[{j}].name", f"{call['name']!r} is not one of the tools")
             if not isinstance(call.get("arguments", {}), dict):
                 raise bad(f"expect.calls[{j}].arguments", "must map names to accepted values")
+            per_argument = call.get("strings", {})
+            if not isinstance(per_argument, dict):
+                raise bad(f"expect.calls[{j}].strings", "must map argument names to a rule")
+            for arg, rule in per_argument.items():
+                if rule not in STRINGS:
+                    raise bad(
+                        f"expect.calls[{j}].strings.{arg}",
+                        f"{rule!r} is not one of {', '.join(STRINGS)}",
+                    )
+        if expect.get("strings", "exact") not in STRINGS:
+            raise bad("expect.strings", f"{expect['strings']!r} is not one of {', '.join(STRINGS)}")
         if expect.get("order", "any") not in ("any", "strict"):
             raise bad("expect.order", f"{expect['order']!r} is not one of any, strict")
     elif kind == "reasoning":
         if "answer" not in expect:
             raise bad("expect.answer", "missing")
-    elif kind == "code" and not isinstance(expect.get("tests"), str):
+    elif kind == "code" and not isinstance(expect.get("tests"), str | list):
         raise bad("expect.tests", "missing: Python code (asserts) run after the answer")
 
 

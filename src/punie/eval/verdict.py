@@ -36,3 +36,4 @@ class Verdict:
     passed: bool
     label: str | None = None  # a typed failure label when not passed
     reason: str = ""
+    coverage: float | None = None  # code: the fraction of the case's tests passed
