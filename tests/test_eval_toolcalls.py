@@ -322,3 +322,183 @@ def test_tool_calls_field_takes_precedence_over_text():
     calls = [{"function": {"name": "read_file", "arguments": {"path": "b.py"}}}]
     parsed = parse_calls(block("read_file", {"path": "a.py"}), calls)
     assert [c.arguments["path"] for c in parsed] == ["b.py"]
+
+
+# --- strings, unclosed blocks, bipartite matching, per-case tools (issue 15) ---
+
+CITY = [
+    {
+        "type": "function",
+        "function": {
+            "name": "weather",
+            "parameters": {
+                "type": "object",
+                "properties": {"city": {"type": "string"}, "unit": {"type": "string"}},
+                "required": ["city"],
+            },
+        },
+    }
+]
+
+
+def weather(city, unit=None) -> dict:
+    return {"name": "weather", "arguments": {"city": [city], **({"unit": [unit]} if unit else {})}}
+
+
+@pytest.mark.parametrize(
+    "got, strings, passed",
+    [
+        ("new-york", "exact", False),
+        ("New York", "normalized", True),
+        ("new_york.", "normalized", True),
+        ("NEWYORK", "normalized", True),
+        ("Newark", "normalized", False),
+    ],
+)
+def test_suite_strings_rule(got, strings, passed):
+    expect = {"calls": [weather("New York")]}
+    verdict = score_tool_calls(block("weather", {"city": got}), None, expect, CITY, strings=strings)
+    assert verdict.passed == passed, verdict
+    if not passed:
+        assert verdict.label == "value_error"
+
+
+def test_per_argument_strings_rule_overrides_the_suite():
+    want = {**weather("New York", "Celsius"), "strings": {"city": "normalized"}}
+    response = block("weather", {"city": "new york", "unit": "celsius"})
+    verdict = score_tool_calls(response, None, {"calls": [want]}, CITY, strings="exact")
+    assert (verdict.passed, verdict.label) == (False, "value_error")
+    assert "unit" in verdict.reason  # the city passed normalized; the unit did not, exact
+    fixed = block("weather", {"city": "new york", "unit": "Celsius"})
+    assert score_tool_calls(fixed, None, {"calls": [want]}, CITY, strings="exact").passed
+
+
+def test_a_case_strings_rule_overrides_the_suite():
+    expect = {"calls": [weather("New York")], "strings": "normalized"}
+    assert score_tool_calls(block("weather", {"city": "newyork"}), None, expect, CITY).passed
+
+
+def test_normalized_strings_reach_inside_arrays():
+    expect = {
+        "calls": [{"name": "scale", "arguments": {"factor": [1], "tags": [["Big Red", "x"]]}}]
+    }
+    response = block("scale", {"factor": 1, "tags": ["big-red", "X"]})
+    assert score_tool_calls(response, None, expect, TOOLS, strings="normalized").passed
+    assert not score_tool_calls(response, None, expect, TOOLS).passed
+
+
+def test_a_final_block_with_no_closing_tag_is_a_call_when_its_json_is_complete():
+    # mlx_lm.server parses the tool text still open at the end of generation, and a server
+    # stopping on </tool_call> leaves the tag out: the call is complete, so it counts.
+    text = '<tool_call>{"name": "read_file", "arguments": {"path": "a.py"}}'
+    assert score_tool_calls(text, None, {"calls": [read()]}, TOOLS).passed
+
+
+def test_an_unclosed_block_before_another_block_is_malformed():
+    text = '<tool_call>{"name": "read_file", "arguments": {"path": "a.py"}}\n' + block(
+        "list_dir", {"path": "src"}
+    )
+    verdict = score_tool_calls(text, None, {"calls": [read()]}, TOOLS)
+    assert (verdict.passed, verdict.label) == (False, "malformed")
+
+
+def test_parallel_matching_finds_the_pairing_a_greedy_match_misses():
+    # The first expected call accepts either path; taken greedily it grabs a.py, which the
+    # second one needs. BFCL's checker pairs greedily and fails this; a maximum matching passes.
+    expected = [
+        {"name": "read_file", "arguments": {"path": ["a.py", "b.py"]}},
+        {"name": "read_file", "arguments": {"path": ["a.py"]}},
+    ]
+    text = block("read_file", {"path": "a.py"}) + block("read_file", {"path": "b.py"})
+    assert score_tool_calls(text, None, {"calls": expected}, TOOLS).passed
+
+
+def test_an_unpaired_call_is_reported_against_the_expected_call_of_its_name():
+    expected = [read("a.py"), read("b.py"), {"name": "list_dir", "arguments": {"path": ["src"]}}]
+    text = "".join(
+        [
+            block("list_dir", {"path": "src"}),
+            block("read_file", {"path": "b.py"}),
+            block("read_file", {"path": "c.py"}),
+        ]
+    )
+    verdict = score_tool_calls(text, None, {"calls": expected}, TOOLS)
+    assert (verdict.passed, verdict.label) == (False, "value_error")
+    assert '"c.py" not in ["a.py"]' in verdict.reason
+
+
+def _twenty(last_wrong: bool) -> tuple[str, dict]:
+    expected = [read(f"f{i}.py", limit=[i]) for i in range(20)]
+    calls = [{"path": f"f{i}.py", "limit": i} for i in reversed(range(20))]
+    if last_wrong:
+        calls[-1]["limit"] = 99
+    return "".join(block("read_file", c) for c in calls), {"calls": expected}
+
+
+@pytest.mark.parametrize("last_wrong", [False, True])
+def test_twenty_parallel_calls_score_in_milliseconds(last_wrong):
+    # Trying permutations took 12-19 s for ten calls with the last one wrong; this is n² checks.
+    import time
+
+    text, expect = _twenty(last_wrong)
+    start = time.perf_counter()
+    verdict = score_tool_calls(text, None, expect, TOOLS)
+    elapsed = time.perf_counter() - start
+    assert verdict.passed == (not last_wrong), verdict
+    if last_wrong:
+        assert verdict.label == "value_error" and "99" in verdict.reason
+    assert elapsed < 0.1 * 5  # the bound is 0.1 s; five times that for a loaded machine
+
+
+def test_calls_any_passes_any_valid_call_and_fails_no_call():
+    assert score_tool_calls(block("list_dir", {"path": "x"}), None, {"calls": "any"}, TOOLS).passed
+    verdict = score_tool_calls("No tool for that.", None, {"calls": "any"}, TOOLS)
+    assert (verdict.passed, verdict.label) == (False, "no_call")
+    verdict = score_tool_calls(block("list_dir", {}), None, {"calls": "any"}, TOOLS)
+    assert (verdict.passed, verdict.label) == (False, "missing_required")
+
+
+def test_a_case_with_its_own_tools_is_scored_and_asked_with_them(tmp_path):
+    from punie.eval.scoring import score
+    from punie.eval.suite import Suite
+    from punie.eval.verdict import Response
+
+    suite = Suite.from_dict(
+        {
+            "name": "own-tools",
+            "kind": "tool_calling",
+            "tools": TOOLS,
+            "cases": [
+                {"id": "suite", "prompt": "read a.py", "expect": {"calls": [read()]}},
+                {
+                    "id": "own",
+                    "prompt": "weather?",
+                    "tools": CITY,
+                    "expect": {"calls": [weather("Paris")]},
+                },
+            ],
+        }
+    )
+    own = suite.cases[1]
+    assert suite.tools_for(own) == tuple(CITY) and suite.tools_for(suite.cases[0]) == tuple(TOOLS)
+    assert score(suite, own, Response("own", block("weather", {"city": "Paris"}))).passed
+    # The suite's tools are not offered to a case that has its own.
+    verdict = score(suite, own, Response("own", block("read_file", {"path": "a.py"})))
+    assert (verdict.passed, verdict.label) == (False, "wrong_name")
+
+
+def test_an_expected_call_outside_the_case_tools_fails_the_load_with_its_place():
+    from punie.errors import EvalError
+    from punie.eval.suite import Suite
+
+    data = {
+        "name": "own-tools",
+        "kind": "tool_calling",
+        "tools": TOOLS,
+        "cases": [{"id": "x", "prompt": "p", "tools": CITY, "expect": {"calls": [read()]}}],
+    }
+    with pytest.raises(EvalError, match=r"cases\[0\]\.expect\.calls\[0\]\.name: 'read_file'"):
+        Suite.from_dict(data)
+    data["strings"] = "fuzzy"
+    with pytest.raises(EvalError, match="strings: 'fuzzy' is not one of exact, normalized"):
+        Suite.from_dict(data)

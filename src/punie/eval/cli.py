@@ -206,16 +206,20 @@ def score(
     total = sum(c.passed for c in cases) / len(cases)
     if as_json:
         rows = [
-            {"id": c.id, "passed": c.passed, "label": c.label, "reason": c.reason} for c in cases
+            {"id": c.id, "passed": c.passed, "label": c.label, "reason": c.reason}
+            | ({"coverage": c.coverage} if s.kind == "code" else {})
+            for c in cases
         ]
         # as in a results file: what the code sandbox did here, so a score says what it trusted
         sandbox = protections() if s.kind == "code" else []
         print(json.dumps({"suite": s.name, "cases": rows, "score": total, "sandbox": sandbox}))
         return
-    table = Table("case", "category", "result", "reason")
+    coverage = s.kind == "code"  # the fraction of each case's tests passed
+    table = Table("case", "category", "result", *(["coverage"] if coverage else []), "reason")
     for c in cases:
         verdict = "[green]pass[/green]" if c.passed else f"[red]fail[/red] {c.label}"
-        table.add_row(c.id, c.category, verdict, c.reason)
+        shown = [_pct(c.coverage or 0.0)] if coverage else []
+        table.add_row(c.id, c.category, verdict, *shown, c.reason)
     Console().print(table)
     print(f"score {_pct(total)} ({sum(c.passed for c in cases)}/{len(cases)})")
 
@@ -279,6 +283,54 @@ def compare(
         where = ", ".join(bad) or ", ".join(c.suite for c in comparisons if c.regressed)
         console.print(f"[red]regression:[/red] {where}")
         raise typer.Exit(1)
+
+
+import_app = typer.Typer(
+    help="Make suites from other benchmarks' files (`punie eval import bfcl ...`).",
+    no_args_is_help=True,
+    rich_markup_mode="markdown",
+)
+app.add_typer(import_app, name="import")
+
+
+@import_app.command("bfcl")
+def import_bfcl(
+    questions: Annotated[
+        Path,
+        typer.Argument(help="A BFCL v3/v4 question file (JSON lines), e.g. BFCL_v4_simple.json."),
+    ],
+    output: Annotated[Path, typer.Option("-o", "--output", help="The suite file to write.")],
+    answers: Annotated[
+        Path | None,
+        typer.Option(
+            help="Its possible-answer file (possible_answer/...); not needed for irrelevance."
+        ),
+    ] = None,
+    name: Annotated[
+        str | None, typer.Option(help="The suite's name (default: bfcl-<file name>).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
+) -> None:
+    """Convert a Berkeley Function Calling Leaderboard file into a `tool_calling` suite.
+
+    Categories simple, multiple, parallel, parallel_multiple, irrelevance and live_*: each entry
+    becomes a case with its own tools; dotted function names become underscored, as BFCL gives
+    them to function-calling models; strings compare normalized, as BFCL's checker does.
+    docs/eval-suites.md lists where a Punie verdict differs from BFCL's, and why."""
+    from punie.eval.bfcl import import_bfcl as convert
+
+    suite = convert(questions, output, answers, name)
+    counts: dict[str, int] = {}
+    for c in suite.cases:
+        counts[c.category] = counts.get(c.category, 0) + 1
+    if as_json:
+        print(json.dumps({"suite": suite.name, "file": str(output), "categories": counts}))
+        return
+    table = Table("category", "cases")
+    for category, n in sorted(counts.items()):
+        table.add_row(category, str(n))
+    Console().print(table)
+    print(output)
 
 
 @app.command("suites")
