@@ -133,6 +133,10 @@ def test_results_of_a_run_carry_coverage_beside_pass_and_pass_at_k(tmp_path):
     assert result.pass_at_k == {"1": 0.5, "2": 1.0}
     written = result.write(tmp_path / "awk.scripted.json")
     assert json.loads(written.read_text())["cases"][0]["coverage"] == 1.0
+    from punie.api import write_report
+
+    report = write_report(tmp_path / "report.html", [result], title="awk")
+    assert "coverage 100%" in Path(report).read_text()
 
 
 def test_a_runner_the_sandbox_cannot_start_is_one_line_naming_it(tmp_path, capsys):

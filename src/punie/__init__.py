@@ -22,6 +22,7 @@ Evaluate and compare:
     compare_runs([...]) -> [Comparison]         each later result against its suite's first
     load_results(paths)                         results files or eval run folders
     write_report(path, results)                 an HTML report
+    import_bfcl(questions, output, answers)     a suite from BFCL (function-calling) files
     Server(model).start() / with Server(model) as s: ...   a managed mlx_lm.server
 
 Datasets (those that write leave a manifest.json beside the output, and return an Output):
@@ -68,6 +69,7 @@ _EXPORTS: dict[str, str] = {
     "compare_runs": "punie.api:compare_runs",
     "load_results": "punie.session:load_results",
     "write_report": "punie.api:write_report",
+    "import_bfcl": "punie.eval.bfcl:import_bfcl",
     "Server": "punie.serve.server:Server",
     "Suite": "punie.eval.suite:Suite",
     "Case": "punie.eval.suite:Case",
@@ -131,6 +133,7 @@ __all__ = [
     "compare_runs",
     "load_results",
     "write_report",
+    "import_bfcl",
     "Server",
     "Suite",
     "Case",
