@@ -79,6 +79,7 @@ FILES = {
         ("simple_3", [TRIANGLE], [TRIANGLE_TRUTH]),
         ("simple_4", [TRIANGLE], [TRIANGLE_TRUTH]),
         ("simple_5", [FACTORIAL], [{"math.factorial": {"number": [5]}}]),
+        ("simple_python_6", [FACTORIAL], [{"math.factorial": {"number": [5]}}]),  # a v4 id
     ],
     "multiple": [
         ("multiple_0", [TRIANGLE, FACTORIAL], [{"math.factorial": {"number": [5]}}]),
@@ -118,6 +119,7 @@ TABLE = {
         "value_error",
     ),
     "simple_5": ([call("math.factorial", number=5)], "wrong_name"),  # not the name it was given
+    "simple_python_6": ([call("math_factorial", number=6)], "value_error"),
     "multiple_0": ([call("calculate_triangle_area", base=1, height=2)], "wrong_name"),
     "multiple_1": ('<tool_call>{"name": "math_factorial", "arguments": {"number": 5}}', None),
     "parallel_0": (  # any order; an integer is a valid float
@@ -191,9 +193,9 @@ def test_imported_suites_score_as_the_table_says(category, tmp_path, capsys):
 
 
 def test_the_table_covers_every_category_and_both_verdicts():
-    from punie.eval.bfcl import CATEGORIES
+    from punie.eval.bfcl import CATEGORIES, category_of
 
-    covered = {e[0].rsplit("_", 1)[0] for entries in FILES.values() for e in entries}
+    covered = {category_of(e[0]) for entries in FILES.values() for e in entries}
     assert {"simple", "multiple", "parallel", "parallel_multiple", "irrelevance"} <= covered
     assert any(c.startswith("live_") for c in covered) and covered <= set(CATEGORIES)
     labels = [label for _, label in TABLE.values()]

@@ -139,6 +139,20 @@ def test_results_of_a_run_carry_coverage_beside_pass_and_pass_at_k(tmp_path):
     assert "coverage 100%" in Path(report).read_text()
 
 
+def test_a_python_suite_may_give_stdin_stdout_tests_with_no_runner(tmp_path, capsys):
+    suite = {
+        "name": "py-io",
+        "kind": "code",
+        "limits": LIMITS,
+        "cases": [{**ADD, "id": "py"}],
+    }
+    answer = (
+        "```python\nimport sys\nfor line in sys.stdin:\n    print(sum(map(int, line.split())))\n```"
+    )
+    cases = score_json(tmp_path, suite, {"py": answer}, capsys)
+    assert (cases["py"]["passed"], cases["py"]["coverage"]) == (True, 1.0)
+
+
 def test_a_runner_the_sandbox_cannot_start_is_one_line_naming_it(tmp_path, capsys):
     suite = {**AWK_SUITE, "runner": ["no-such-language-7", "{file}"]}
     path = tmp_path / "s.yaml"
