@@ -52,3 +52,26 @@ def scripted_server(answer: Callable[[dict[str, Any]], dict[str, Any]]) -> Threa
     httpd.paths = paths
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     return httpd
+
+
+def tool_call(name: str, **arguments: Any) -> dict[str, Any]:
+    """One OpenAI tool call, as a reply message's `tool_calls` item."""
+    return {"type": "function", "function": {"name": name, "arguments": json.dumps(arguments)}}
+
+
+def by_turn(script: dict[str, list[dict[str, Any]]], model: str = "stub") -> Callable:
+    """An `answer` for multi-turn episodes: the reply to a request is
+    `script[first user message][number of assistant messages so far]` (the last one repeats), so
+    concurrent episodes each follow their own script. A reply is a message:
+    `{"content": ...}` and/or `{"tool_calls": [...]}`."""
+
+    def answer(body: dict[str, Any]) -> dict[str, Any]:
+        messages = body["messages"]
+        first = next(m["content"] for m in messages if m["role"] == "user")
+        turn = sum(m["role"] == "assistant" for m in messages)
+        replies = script[first]
+        message = {"role": "assistant", **replies[min(turn, len(replies) - 1)]}
+        finish = "tool_calls" if message.get("tool_calls") else "stop"
+        return completion(model, message, finish)
+
+    return answer

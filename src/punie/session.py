@@ -42,6 +42,8 @@ class EvalPlan:
     title: str | None = None
     startup_timeout: float = STARTUP_TIMEOUT_S  # seconds for the managed server to answer
     request_timeout: float = REQUEST_TIMEOUT_S  # seconds for one answer, sent to last byte
+    grader_base_url: str | None = None  # graded suites: the grader's server (default: the run's)
+    grader_api_key: str | None = None  # for grader_base_url (default: api_key)
 
 
 @dataclass(frozen=True)
@@ -129,6 +131,21 @@ def _warn_mismatch(result: EvalResult) -> None:
     )
 
 
+def grader_target(plan: EvalPlan, suite: Suite, base_url: str) -> Target | None:
+    """Where a graded suite's grader answers: `--grader-base-url`, else the run's own server,
+    which (managed) loads the grader's folder as it loads any model a request names."""
+    if suite.grading is None:
+        return None
+    spec = suite.grading.grader
+    if plan.grader_base_url:
+        key = plan.grader_api_key or plan.api_key
+        return Target(plan.grader_base_url, spec.model, spec.adapter, api_key=key)
+    if plan.base_url is None:
+        adapter = str(Path(suite.grading.folder, spec.adapter).resolve()) if spec.adapter else None
+        return Target(base_url, str(resolve_model(spec.model)), adapter)
+    return Target(base_url, spec.model, spec.adapter, api_key=plan.api_key)
+
+
 def run_eval(plan: EvalPlan, on_case: Callable[[str, CaseResult], None] | None = None) -> EvalRun:
     """Evaluate every (suite, variant) pair of `plan`; `on_case(label, result)` reports progress."""
     suites = [Suite.load(s) for s in plan.suites]
@@ -140,6 +157,10 @@ def run_eval(plan: EvalPlan, on_case: Callable[[str, CaseResult], None] | None =
     for adapter in plan.adapters:
         if adapter is not None and plan.base_url is None:
             _check_adapter(adapter)
+    for suite in suites:  # a pairwise suite's adapters, before any model is asked
+        for variant in (suite.grading.compare or ()) if suite.grading else ():
+            if isinstance(variant, str) and variant != "base" and plan.base_url is None:
+                _check_adapter(str(Path(suite.grading.folder, variant)))
     run_dir = plan.run_dir or default_run_dir()
     _check_outputs(plan, suites, run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -182,6 +203,7 @@ def run_eval(plan: EvalPlan, on_case: Callable[[str, CaseResult], None] | None =
                     on_case=(lambda r, label=label: on_case(label, r)) if on_case else None,
                     server_status=server.status if server else None,
                     request_timeout=plan.request_timeout,
+                    grader=grader_target(plan, suite, base_url),
                 )
                 if result.answered_model not in (None, result.requested_model):
                     if not warned:  # once per variant: each suite's results record it

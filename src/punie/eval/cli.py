@@ -37,7 +37,8 @@ class _RunByDefault(TyperGroup):
 app = typer.Typer(
     cls=_RunByDefault,
     help=(
-        "Measure a model on eval suites (tool calling, reasoning, code) and compare runs.\n\n"
+        "Measure a model on eval suites (tool calling, reasoning, code, multi-turn agent, "
+        "model-graded) and compare runs.\n\n"
         "`punie eval SUITE... --model M [--adapter A]` runs suites through a managed "
         "mlx_lm.server (or `--base-url` for any OpenAI-compatible server) and writes results and "
         "an HTML report. `punie eval score` scores recorded responses with no model; "
@@ -102,6 +103,17 @@ def run(
             "answers fails the run after this."
         ),
     ] = REQUEST_TIMEOUT_S,
+    grader_base_url: Annotated[
+        str | None,
+        typer.Option(
+            help="Graded suites: the OpenAI-compatible server that answers for the suite's "
+            "`grader` (default: the server the run uses, which loads the grader's folder)."
+        ),
+    ] = None,
+    grader_api_key: Annotated[
+        str | None,
+        typer.Option(envvar="PUNIE_GRADER_API_KEY", help="Bearer token for --grader-base-url."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
 ) -> None:
     """Evaluate a model (and adapters) on suites: `<suite>.<label>.json` per run, and a report.
@@ -131,6 +143,8 @@ def run(
         api_key=api_key,
         startup_timeout=startup_timeout,
         request_timeout=request_timeout,
+        grader_base_url=grader_base_url,
+        grader_api_key=grader_api_key,
     )
     columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed} cases"))
     with Progress(*columns, TimeElapsedColumn(), console=console, disable=as_json) as progress:
@@ -161,6 +175,7 @@ def run(
                             "requests": r.requests,
                             "pass_at_k": r.pass_at_k,
                             "sandbox": r.sandbox,
+                            "summary": r.summary,
                             "file": str(f),
                         }
                         for r, f in zip(outcome.results, outcome.files, strict=True)
@@ -182,6 +197,15 @@ def run(
             f"{r.wall_s:.1f}s",
         )
     Console().print(table)
+    for r in outcome.results:
+        s = r.summary
+        if s.get("mode") == "pairwise":
+            lo, hi = s["interval"]
+            print(
+                f"{r.suite}: {s['b']} over {s['a']}: win rate {_pct(s['win_rate'])} "
+                f"(95% CI {_pct(lo)}–{_pct(hi)}; {s['wins']} won, {s['ties']} tied, "
+                f"{s['losses']} lost; ties count half)"
+            )
     print(outcome.report)
 
 

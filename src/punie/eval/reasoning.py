@@ -7,7 +7,11 @@ the last match wins, so a model may think aloud first) and how to compare it (`s
 - `normalized`: the same after folding case, collapsing whitespace and dropping punctuation;
 - `numeric`: the same number within `tolerance` (absolute, default 1e-6); `1,000` and `1e3` parse;
 - `choice`: the same option letter (`B`, `(b)`, `b.` and `B)` all read as `B`);
-- `yes_no`: the same polarity (`yes`/`true`/`y` against `no`/`false`/`n`).
+- `yes_no`: the same polarity (`yes`/`true`/`y` against `no`/`false`/`n`);
+- `contains`: the accepted answer appears in the text (case and runs of whitespace ignored);
+- `regex`: the accepted answer, a regular expression, matches somewhere in the text.
+
+`number` is another name for `numeric`.
 
 A case's `expect.answer` is one accepted answer or a list of them.
 """
@@ -92,12 +96,28 @@ def _yes_no(got: str, want: str, _: dict) -> bool:
     return a is not None and a == want_b
 
 
+def _fold(text: str) -> str:
+    return " ".join(text.casefold().split())
+
+
+def _contains(got: str, want: str, _: dict) -> bool:
+    # Punctuation is kept: dropping it would make "3.5" found in "35".
+    return _fold(str(want)) in _fold(got)
+
+
+def _regex(got: str, want: str, _: dict) -> bool:
+    return re.search(str(want), got) is not None
+
+
 SCORERS: dict[str, Callable[[str, str, dict], bool]] = {
     "exact": _exact,
     "normalized": _normalized,
     "numeric": _numeric,
+    "number": _numeric,
     "choice": _choice,
     "yes_no": _yes_no,
+    "contains": _contains,
+    "regex": _regex,
 }
 
 

@@ -9,11 +9,12 @@ same model, adapter, suite and sampling asks only for the rest.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import MISSING, asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,12 +23,14 @@ from punie.errors import EvalError, PunieError, warn
 from punie.eval.cache import ResponseCache, cache_key
 from punie.eval.client import REQUEST_TIMEOUT_S, ChatClient, Reply, Target
 from punie.eval.code import check_runner
+from punie.eval.episode import run_episode
+from punie.eval.graded import grade_pair, grade_rubric, grader_sampling, summarize, variant_target
 from punie.eval.identity import Identity, identify
 from punie.eval.sandbox import protections
 from punie.eval.scoring import ScoredCase, mean_pass_at_k, score_case
 from punie.eval.stats import wilson
 from punie.eval.suite import Case, Suite
-from punie.eval.verdict import Response
+from punie.eval.verdict import Response, Verdict
 from punie.fsio import write_json
 from punie.sampling import DEFAULT_SAMPLING, Sampling
 
@@ -49,6 +52,8 @@ class CaseResult:
     n: int = 1  # samples asked
     c: int = 0  # samples that passed
     coverage: float | None = None  # code: the fraction of the first sample's tests passed
+    transcript: list[dict] | None = None  # agent: every message of the episode, in order
+    grading: dict | None = None  # graded: the grade or preferences, with the grader's rationale
 
 
 @dataclass(frozen=True)
@@ -69,6 +74,8 @@ class EvalResult:
     sandbox: list[str] = field(default_factory=list)  # code suites: the protections that applied
     requested_model: str | None = None  # the id every request named (`model`, kept for clarity)
     answered_model: str | None = None  # the id the answers named (`a, b` if several); None: unsaid
+    summary: dict = field(default_factory=dict)  # graded: grade counts, or a pairwise win rate
+    sent: int | None = None  # requests sent (agent turns and grader calls included)
 
     @property
     def passed(self) -> int:
@@ -85,6 +92,8 @@ class EvalResult:
     @property
     def requests(self) -> int:
         """Requests this run sent (the rest came from the cache)."""
+        if self.sent is not None:
+            return self.sent
         return sum(c.n for c in self.cases if not c.cached)
 
     def by_category(self) -> dict[str, tuple[int, int]]:
@@ -166,6 +175,10 @@ def _case_problem(c: Any) -> str | None:
         return "id and category must be text"
     if not isinstance(c["content"], str | None) or not isinstance(c["tool_calls"], list | None):
         return "content must be text and tool_calls a list"
+    if not isinstance(c.get("transcript"), list | None):
+        return "transcript must be a list of messages"
+    if not isinstance(c.get("grading"), dict | None):
+        return "grading must be a JSON object"
     for key in ("n", "c"):
         if key in c and (not isinstance(c[key], int) or isinstance(c[key], bool)):
             return f"{key}: {c[key]!r} is not a whole number"
@@ -176,7 +189,9 @@ def _is_rate(x: Any) -> bool:
     return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
 
 
-def case_result(case: Case, scored: ScoredCase, first: Reply, cached: bool) -> CaseResult:
+def case_result(
+    case: Case, scored: ScoredCase, first: Reply, cached: bool, **more: Any
+) -> CaseResult:
     return CaseResult(
         id=case.id,
         category=case.category,
@@ -193,7 +208,70 @@ def case_result(case: Case, scored: ScoredCase, first: Reply, cached: bool) -> C
         n=len(scored.verdicts),
         c=scored.correct,
         coverage=scored.coverage,
+        **more,
     )
+
+
+def _scored(case: Case, verdict: Verdict) -> ScoredCase:
+    return ScoredCase(case.id, case.category, verdict.passed, verdict.label, verdict.reason,
+                      (verdict,))  # fmt: skip
+
+
+async def _agent_case(suite: Suite, case: Case, ask) -> CaseResult:
+    episode = await run_episode(suite, case, ask)
+    final = episode.final
+    total = replace(
+        final,
+        latency_s=sum(r.latency_s for r in episode.replies),
+        completion_tokens=_sum(r.completion_tokens for r in episode.replies),
+        prompt_tokens=_sum(r.prompt_tokens for r in episode.replies),
+    )
+    verdict = episode.verdict(suite, case)
+    return case_result(
+        case, _scored(case, verdict), total, episode.cached, transcript=list(episode.transcript)
+    )
+
+
+async def _graded(suite: Suite, target: Target, grader: Target | None, asker, sampling, on_case):
+    """Every answer first, then every grading call: a server that holds one model at a time
+    (mlx_lm.server) then loads the grader once, not once per case."""
+    spec = suite.grading
+    grader = grader or replace(spec.grader, base_url=target.base_url, api_key=target.api_key)
+    grade = asker(grader, grader_sampling(sampling), tools=(), track=False)
+    local = Path(target.model).expanduser().is_dir()  # a managed server wants absolute paths
+    if spec.compare:
+        variants = [variant_target(v, target, spec.folder, local) for v in spec.compare]
+    else:
+        variants = [target]
+    asks = [asker(v, track=v == target) for v in variants]
+    cases = list(suite.cases)
+    answers = await asyncio.gather(
+        *(ask(suite.messages_for(c)) for c in cases for ask in asks), return_exceptions=True
+    )
+    failed = [a for a in answers if isinstance(a, BaseException)]
+    if failed:
+        return failed
+
+    async def one(i: int, case: Case) -> CaseResult:
+        messages = suite.messages_for(case)
+        mine = answers[i * len(asks) : (i + 1) * len(asks)]
+        if spec.compare:
+            graded = await grade_pair(case, messages, mine[0], mine[1], spec, grade)
+        else:
+            graded = await grade_rubric(case, messages, mine[0], spec, grade)
+        result = case_result(
+            case, _scored(case, graded.verdict), graded.reply, graded.cached, grading=graded.grading
+        )
+        if on_case:
+            on_case(result)
+        return result
+
+    return await asyncio.gather(*(one(i, c) for i, c in enumerate(cases)), return_exceptions=True)
+
+
+def _sum(values) -> int | None:
+    values = [v for v in values if v is not None]
+    return sum(values) if values else None
 
 
 def _reply(data: dict) -> Reply:
@@ -209,30 +287,57 @@ async def _run(
     identity: Identity,
     on_case,
     request_timeout: float,
+    grader: Target | None = None,
+    sent: list[int] | None = None,
 ) -> tuple[list[CaseResult], list[BaseException], set[str]]:
     answered: set[str] = set()  # the `model` of every answer, cached ones included
-    async with ChatClient(target, concurrency=concurrency, timeout=request_timeout) as client:
+    async with contextlib.AsyncExitStack() as stack:
+        clients: dict[Target, ChatClient] = {}
 
-        async def sample(messages: list[dict], tools: tuple, s: int) -> tuple[Reply, bool]:
-            key = cache_key(identity, messages, tools, sampling.as_dict(), s)
-            hit = cache.get(key)
-            if hit is not None:
-                reply = _reply(hit)
-                if reply.model:
+        def asker(who: Target, how: Sampling = sampling, tools=suite.tools, track: bool = True):
+            """`ask(messages, sample)` for one target: cached, and (`track`) its answering
+            model recorded; the grader's and pairwise variants' answers go through here too."""
+            ident = identity if who == target else identify(who.model, who.adapter)
+
+            async def ask(messages: list[dict], s: int = 0, tools=tools) -> tuple[Reply, bool]:
+                key = cache_key(ident, messages, tools, how.as_dict(), s)
+                hit = cache.get(key)
+                if hit is not None:
+                    reply = _reply(hit)
+                    if reply.model and track:
+                        answered.add(reply.model)
+                    return reply, True
+                if who not in clients:
+                    client = ChatClient(who, concurrency=concurrency, timeout=request_timeout)
+                    clients[who] = await stack.enter_async_context(client)
+                reply = await clients[who].chat(messages, tools, how)
+                if sent is not None:
+                    sent[0] += 1
+                if reply.model in (None, who.model):
+                    # the key names the requested model: another model's answer is never kept
+                    cache.put(key, reply.as_dict())
+                if reply.model and track:
                     answered.add(reply.model)
-                return reply, True
-            reply = await client.chat(messages, tools, sampling)
-            if reply.model in (None, target.model):
-                # the key names the requested model: another model's answer is never kept
-                cache.put(key, reply.as_dict())
-            if reply.model:
-                answered.add(reply.model)
-            return reply, False
+                return reply, False
+
+            return ask
+
+        sample = asker(target)
+
+        if suite.kind == "graded":
+            outcomes = await _graded(suite, target, grader, asker, sampling, on_case)
+            done = [o for o in outcomes if isinstance(o, CaseResult)]
+            return done, [o for o in outcomes if not isinstance(o, CaseResult)], answered
 
         async def one(case: Case) -> CaseResult:
+            if suite.kind == "agent":
+                result = await _agent_case(suite, case, asker(target, tools=suite.tools_for(case)))
+                if on_case:
+                    on_case(result)
+                return result
             messages = suite.messages_for(case)
             tools = suite.tools_for(case)
-            got = await asyncio.gather(*(sample(messages, tools, s) for s in range(suite.samples)))
+            got = await asyncio.gather(*(sample(messages, s, tools) for s in range(suite.samples)))
             responses = [
                 Response(case.id, r.content, r.tool_calls, r.finish_reason, s)
                 for s, (r, _) in enumerate(got)
@@ -264,11 +369,13 @@ def run_suite(
     metrics: Path | None = None,
     server_status: Callable[[], str | None] | None = None,
     request_timeout: float = REQUEST_TIMEOUT_S,
+    grader: Target | None = None,
 ) -> EvalResult:
     """Ask `target` every case of `suite` (at most `concurrency` at once) and score the answers.
 
     `server_status` (e.g. `Server.status`) explains a failure: "mlx_lm.server exited with -9".
-    A request with no full answer within `request_timeout` seconds fails the run.
+    A request with no full answer within `request_timeout` seconds fails the run. `grader`
+    answers a graded suite's grading requests (default: the suite's grader on `target`'s server).
     """
     if suite.kind == "code" and suite.runner:
         check_runner(suite.runner, suite.limits)  # before any request: a runner it cannot start
@@ -276,8 +383,20 @@ def run_suite(
     identity = identify(target.model, target.adapter)
     started = datetime.now(UTC).isoformat(timespec="seconds")
     t0 = time.perf_counter()
+    sent = [0]
     done, failed, answered = asyncio.run(
-        _run(suite, target, sampling, concurrency, cache, identity, on_case, request_timeout)
+        _run(
+            suite,
+            target,
+            sampling,
+            concurrency,
+            cache,
+            identity,
+            on_case,
+            request_timeout,
+            grader,
+            sent,
+        )
     )
     if failed:
         first = failed[0]
@@ -313,4 +432,6 @@ def run_suite(
         sandbox=protections() if suite.kind == "code" else [],
         requested_model=target.model,
         answered_model=", ".join(sorted(answered)) or None,
+        summary=summarize(suite.grading, [c.grading for c in done]) if suite.grading else {},
+        sent=sent[0],
     )

@@ -106,6 +106,11 @@ def read_responses(path: Path) -> dict[str, list[Response]]:
 
 def score_file(suite: Suite, responses_path: Path) -> list[ScoredCase]:
     """Score recorded responses; a case with no response fails as `no_response`."""
+    if suite.kind not in SCORERS:
+        raise EvalError(
+            f"{suite.path}: a {suite.kind} suite is scored by running it (`punie eval`), "
+            "not from recorded single responses"
+        )
     responses = read_responses(responses_path)
     known = {c.id for c in suite.cases}
     stray = sorted(set(responses) - known)

@@ -16,12 +16,15 @@ from typing import Any
 import yaml
 
 from punie.errors import EvalError, PunieError
+from punie.eval.agent import check_agent_case, load_environment
+from punie.eval.environment import Environment
+from punie.eval.graded import Grading, check_graded_case, load_grading
 from punie.eval.reasoning import DEFAULT_PATTERN, SCORERS
 from punie.eval.sandbox import Limits
 from punie.eval.toolcalls import STRINGS
 from punie.fsio import is_safe_name
 
-KINDS = ("tool_calling", "reasoning", "code")
+KINDS = ("tool_calling", "reasoning", "code", "agent", "graded")
 ROLES = ("system", "user", "assistant", "tool")
 
 
@@ -34,6 +37,10 @@ class Case:
     tools: tuple[dict, ...] | None = (
         None  # tool_calling: the case's own tools, replacing the suite's
     )
+    mocks: tuple[dict, ...] = ()  # agent: {call: {name, arguments}, result} per tool result
+    state: dict[str, Any] | None = None  # agent: the environment's starting state
+    rubric: str | None = None  # graded: replaces the suite's rubric for this case
+    reference: str | None = None  # graded: a reference answer shown to the grader
 
 
 @dataclass(frozen=True)
@@ -52,6 +59,9 @@ class Suite:
     strings: str = "exact"  # tool_calling: exact | normalized (BFCL's string rule)
     language: str = "python"  # code: the code block's fence and the file's extension
     runner: tuple[str, ...] = ()  # code: a command template with {file}; () runs Python's harness
+    max_turns: int = 8  # agent: the model's replies per case, at most
+    environment: Environment | None = None  # agent: the class whose methods are the tools
+    grading: Grading | None = None  # graded: grader, rubric, scale, pairwise variants
     extra: dict[str, Any] = field(default_factory=dict)
     path: str | None = None
 
@@ -113,7 +123,8 @@ class Suite:
         if strings not in STRINGS:
             raise bad("strings", f"{strings!r} is not one of {', '.join(STRINGS)}")
         language, runner = _check_code_settings(data, bad)
-        scorer = data.get("scorer", "normalized")
+        # an agent's final text is free prose: does it contain the answer?
+        scorer = data.get("scorer", "contains" if kind == "agent" else "normalized")
         if scorer not in SCORERS:
             raise bad("scorer", f"{scorer!r} is not one of {', '.join(SCORERS)}")
         pattern = data.get("answer_pattern", DEFAULT_PATTERN)
@@ -139,6 +150,17 @@ class Suite:
             if isinstance(value, bool) or not kind_ok or not 0 < value < 1e9:
                 what = "number" if name == "wall_s" else "integer"
                 raise bad(f"limits.{name}", f"{value!r} is not a positive {what}")
+        max_turns = data.get("max_turns", 8)
+        if kind == "agent" and (
+            isinstance(max_turns, bool) or not isinstance(max_turns, int) or max_turns < 1
+        ):
+            raise bad("max_turns", f"{max_turns!r} is not a positive integer")
+        if kind in ("agent", "graded") and samples != 1:
+            raise bad("samples", f"{kind} suites run one episode per case (samples: 1)")
+        environment = None
+        if kind == "agent" and data.get("environment") is not None:
+            environment = load_environment(data["environment"], source, tool_names, bad)
+        grading = load_grading(data, source, bad) if kind == "graded" else None
 
         cases, seen = [], set()
         for i, c in enumerate(data["cases"]):
@@ -161,22 +183,19 @@ class Suite:
                         f"{role!r} is not one of {', '.join(ROLES)}",
                         i,
                     )
-            expect = c.get("expect")
+            expect = c.get("expect", {} if kind == "graded" else None)
             if not isinstance(expect, dict):
                 raise bad(f"{where}.expect", "missing or not a mapping", i)
+            case_bad = lambda f, m, i=i, w=where: bad(f"{w}.{f}", m, i)  # noqa: E731
             case_tools = c.get("tools")
-            if case_tools is not None:
-                case_names = _check_tools(
-                    case_tools, lambda f, m, i=i, w=where: bad(f"{w}.{f}", m, i)
-                )
-            _check_expect(
-                kind,
-                expect,
-                tool_names if case_tools is None else case_names,
-                lambda f, m, i=i, w=where: bad(f"{w}.{f}", m, i),
-            )
+            names = tool_names if case_tools is None else _check_tools(case_tools, case_bad)
+            _check_expect(kind, expect, names, case_bad)
             if kind == "code" and (runner or isinstance(expect.get("tests"), list)):
-                _check_program_tests(expect, lambda f, m, i=i, w=where: bad(f"{w}.{f}", m, i))
+                _check_program_tests(expect, case_bad)
+            if kind == "agent":
+                check_agent_case(c, names, environment is not None, case_bad)
+            elif kind == "graded":
+                check_graded_case(c, grading, case_bad)
             cases.append(
                 Case(
                     id=str(c["id"]),
@@ -184,10 +203,15 @@ class Suite:
                     expect=expect,
                     category=str(c.get("category", "default")),
                     tools=None if case_tools is None else tuple(case_tools),
+                    mocks=tuple(c.get("mocks") or ()),
+                    state=c.get("state") if kind == "agent" else None,
+                    rubric=c.get("rubric"),
+                    reference=c.get("reference"),
                 )
             )
         known = {"name", "kind", "cases", "system", "tools", "samples", "k", "scorer"}
         known |= {"answer_pattern", "tolerance", "limits", "strings", "language", "runner"}
+        known |= {"max_turns", "environment", "grader", "rubric", "scale", "pass_grade", "compare"}
         return cls(
             name=str(data["name"]),
             kind=kind,
@@ -203,6 +227,9 @@ class Suite:
             strings=strings,
             language=language,
             runner=runner,
+            max_turns=max_turns if kind == "agent" else 8,
+            environment=environment,
+            grading=grading,
             extra={k: v for k, v in data.items() if k not in known},
             path=source,
         )
@@ -297,6 +324,8 @@ def _check_expect(kind: str, expect: dict, tool_names: set[str], bad) -> None:
     elif kind == "reasoning":
         if "answer" not in expect:
             raise bad("expect.answer", "missing")
+    elif kind == "agent":
+        pass  # eval/agent.py checks calls, state and answer with the case's mocks
     elif kind == "code" and not isinstance(expect.get("tests"), str | list):
         raise bad("expect.tests", "missing: Python code (asserts) run after the answer")
 
