@@ -153,8 +153,8 @@ def test_pairwise_asks_both_orders_and_a_position_bias_is_a_tie(tmp_path, stub):
     judged = [b["messages"][0]["content"] for b in fair.bodies if b["model"] == "judge"]
     q1 = [j for j in judged if "## Question\none" in j]
     assert len(q1) == 2
-    assert q1[0].index("m says one") < q1[0].index("other says one well")
-    assert q1[1].index("other says one well") < q1[1].index("m says one")
+    a_first = {j.index("m says one") < j.index("other says one well") for j in q1}
+    assert a_first == {True, False}  # (the two calls go out together: either may come first)
     calls = result.cases[0].grading["calls"]
     assert [(c["first"], c["preference"]) for c in calls] == [("A", "2"), ("B", "1")]
     assert calls[0]["rationale"] == "Reasons."
