@@ -250,7 +250,10 @@ def summarize(grading: Grading, cases: list[dict]) -> dict:
         order = SCALES[grading.scale]
         grades = [g["grade"] for g in cases if g and g.get("grade")]
         counts = {k: grades.count(k) for k in reversed(order)}
-        mean = sum(order.index(g) for g in grades) / (len(order) - 1) / len(grades) if grades else 0
+        # None, not 0, when nothing was graded: no grade is not a low grade
+        mean = None
+        if grades:
+            mean = sum(order.index(g) for g in grades) / (len(order) - 1) / len(grades)
         return {"mode": "rubric", "scale": grading.scale, "grades": counts, "mean": mean}
     decided = [g for g in cases if g and g.get("winner")]
     wins = sum(g["winner"] == "B" for g in decided)
