@@ -221,7 +221,7 @@ def test_a_one_to_five_scale_passes_at_its_pass_grade(tmp_path, stub):
     assert result.summary["grades"] == {"5": 0, "4": 0, "3": 1, "2": 0, "1": 0}
 
 
-def test_graded_and_agent_suites_are_not_scored_from_recorded_responses(tmp_path):
+def test_graded_suites_are_not_scored_from_recorded_responses(tmp_path):
     from punie.eval.scoring import score_file
 
     suite = tmp_path / "explain.yaml"
