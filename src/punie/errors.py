@@ -34,6 +34,10 @@ class ServerError(PunieError):
     """A model server could not start, or stopped answering."""
 
 
+class ConstraintError(PunieError):
+    """A request's tools, tool_choice or response_format that cannot be decoded to a grammar."""
+
+
 class EvalError(PunieError):
     """An eval suite, recorded response or results file that cannot be used."""
 
@@ -52,6 +56,7 @@ def warn(message: str) -> None:
 __all__ = [
     "BackendError",
     "ConfigError",
+    "ConstraintError",
     "DataError",
     "EvalError",
     "PunieError",

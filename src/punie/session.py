@@ -44,6 +44,7 @@ class EvalPlan:
     request_timeout: float = REQUEST_TIMEOUT_S  # seconds for one answer, sent to last byte
     grader_base_url: str | None = None  # graded suites: the grader's server (default: the run's)
     grader_api_key: str | None = None  # for grader_base_url (default: api_key)
+    constrain: str | None = None  # the managed server's constrained decoding ("tools")
 
 
 @dataclass(frozen=True)
@@ -154,6 +155,11 @@ def run_eval(plan: EvalPlan, on_case: Callable[[str, CaseResult], None] | None =
         raise EvalError(
             f"--request-timeout: must be a positive number of seconds, got {plan.request_timeout}"
         )
+    if plan.constrain and plan.base_url is not None:
+        raise EvalError(
+            "--constrain: applies to the managed server only; start `punie serve MODEL "
+            "--constrain tools` and give its URL to --base-url (with --no-cache) instead"
+        )
     for adapter in plan.adapters:
         if adapter is not None and plan.base_url is None:
             _check_adapter(adapter)
@@ -175,6 +181,7 @@ def run_eval(plan: EvalPlan, on_case: Callable[[str, CaseResult], None] | None =
             log=log,
             sampling=plan.sampling,
             startup_timeout=plan.startup_timeout,
+            constrain=plan.constrain,
         )
         if plan.base_url is None
         else contextlib.nullcontext()
@@ -188,7 +195,13 @@ def run_eval(plan: EvalPlan, on_case: Callable[[str, CaseResult], None] | None =
             adapter_path = (
                 str(Path(adapter).resolve()) if adapter and not plan.base_url else adapter
             )
-            target = Target(base_url, model=model, adapter=adapter_path, api_key=plan.api_key)
+            target = Target(
+                base_url,
+                model=model,
+                adapter=adapter_path,
+                api_key=plan.api_key,
+                constrain=plan.constrain,
+            )
             metrics = RunDir(Path(adapter)).metrics if adapter else None
             warned = False
             for i, suite in enumerate(suites):

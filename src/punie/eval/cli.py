@@ -114,6 +114,13 @@ def run(
         str | None,
         typer.Option(envvar="PUNIE_GRADER_API_KEY", help="Bearer token for --grader-base-url."),
     ] = None,
+    constrain: Annotated[
+        str | None,
+        typer.Option(
+            help="Constrained decoding in the managed server: 'tools' makes every tool call valid "
+            "JSON for one of the case's tool schemas (see docs/serving.md)."
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
 ) -> None:
     """Evaluate a model (and adapters) on suites: `<suite>.<label>.json` per run, and a report.
@@ -145,6 +152,7 @@ def run(
         request_timeout=request_timeout,
         grader_base_url=grader_base_url,
         grader_api_key=grader_api_key,
+        constrain=constrain,
     )
     columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed} cases"))
     with Progress(*columns, TimeElapsedColumn(), console=console, disable=as_json) as progress:

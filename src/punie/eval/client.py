@@ -29,6 +29,7 @@ class Target:
     model: str
     adapter: str | None = None
     api_key: str | None = None
+    constrain: str | None = None  # the managed server's constrained decoding (a cache-key part)
 
 
 @dataclass(frozen=True)

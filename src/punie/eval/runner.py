@@ -278,6 +278,12 @@ def _reply(data: dict) -> Reply:
     return Reply(**{k: data.get(k) for k in Reply.__dataclass_fields__ if k != "raw"})
 
 
+def _key_sampling(who: Target, how: Sampling) -> dict:
+    """The sampling part of a cache key: a constrained server answers differently, so its
+    replies are cached apart (unconstrained keys are unchanged)."""
+    return how.as_dict() | ({"constrain": who.constrain} if who.constrain else {})
+
+
 async def _run(
     suite: Suite,
     target: Target,
@@ -300,7 +306,7 @@ async def _run(
             ident = identity if who == target else identify(who.model, who.adapter)
 
             async def ask(messages: list[dict], s: int = 0, tools=tools) -> tuple[Reply, bool]:
-                key = cache_key(ident, messages, tools, how.as_dict(), s)
+                key = cache_key(ident, messages, tools, _key_sampling(who, how), s)
                 hit = cache.get(key)
                 if hit is not None:
                     reply = _reply(hit)

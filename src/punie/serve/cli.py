@@ -46,6 +46,14 @@ def serve(
     startup_timeout: Annotated[
         float, typer.Option(help="Seconds to wait for the server to load the model and answer.")
     ] = STARTUP_TIMEOUT_S,
+    constrain: Annotated[
+        str | None,
+        typer.Option(
+            help="Constrained decoding: 'tools' makes every tool call valid JSON for one of the "
+            "request's tool schemas (tool_choice auto, required or a named function) and honours "
+            "a JSON response_format. Requests without them are served as before."
+        ),
+    ] = None,
 ) -> None:
     """Serve a model (and adapter) with mlx_lm.server on 127.0.0.1, OpenAI-compatible.
 
@@ -67,10 +75,13 @@ def serve(
         sampling=replace(DEFAULT_SAMPLING, max_tokens=max_tokens),
         startup_timeout=startup_timeout,
         on_wait=waiting_line(startup_timeout),
+        constrain=constrain,
     )
     server.log = log or Path("runs") / f"serve-{server.port}" / "server.log"
     with server:
         console.print(f"serving {folder}" + (f" with adapter {adapter}" if adapter else ""))
+        if constrain:
+            console.print(f"constrained decoding: {constrain}")
         console.print(f"log: {server.log}")
         print(f"{server.base_url}/v1", flush=True)
         code = server.wait()

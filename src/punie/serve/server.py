@@ -46,6 +46,19 @@ PORT_ATTEMPTS = 5
 BIND_FAILED = "Address already in use"  # strerror(EADDRINUSE), on Linux and macOS
 
 
+CONSTRAIN_CHOICES = ("tools",)
+
+
+def backend_module(constrain: str | None) -> tuple[str, ...]:
+    """`python -m` arguments of the server to start: mlx_lm.server itself, or, with a
+    constraint, `punie.serve.backend` (mlx_lm.server plus constrained decoding)."""
+    if constrain is None:
+        return ("mlx_lm", "server")
+    if constrain not in CONSTRAIN_CHOICES:
+        raise ServerError(f"constrain: {constrain!r} is not one of {', '.join(CONSTRAIN_CHOICES)}")
+    return ("punie.serve.backend",)
+
+
 class _PortTaken(Exception):
     """Our server lost its port to another process before it could bind it."""
 
@@ -81,6 +94,7 @@ class Server:
         sampling: Sampling = DEFAULT_SAMPLING,
         startup_timeout: float = STARTUP_TIMEOUT_S,
         on_wait: Callable[[float], None] | None = None,
+        constrain: str | None = None,
     ):
         if not 0 < startup_timeout < float("inf"):
             raise ServerError(
@@ -94,6 +108,8 @@ class Server:
         self.sampling = sampling
         self.startup_timeout = startup_timeout
         self.on_wait = on_wait
+        backend_module(constrain)  # refuse an unknown constraint before anything starts
+        self.constrain = constrain
         self._proc: subprocess.Popen | None = None
         self._log_file = None
         self._log_path: Path | None = None  # `log`, or a temporary file for the bind check
@@ -111,8 +127,7 @@ class Server:
 
     def command(self) -> list[str]:
         cmd = python_module(
-            "mlx_lm",
-            "server",
+            *backend_module(self.constrain),
             "--model",
             self.model,
             "--host",
@@ -125,6 +140,8 @@ class Server:
         )
         if self.adapter:
             cmd += ["--adapter-path", self.adapter]
+        if self.constrain:
+            cmd += ["--constrain", self.constrain]
         return cmd
 
     def start(self) -> Server:
