@@ -170,6 +170,27 @@ def test_auto_allows_plain_text_and_required_does_not(tiny_model):
     assert not all(required.consume(t) for t in text)
 
 
+def test_a_json_schema_response_format_allows_only_that_json(tiny_model):
+    template = ChatTemplate(tiny_model)
+    schema = {
+        "type": "object",
+        "properties": {"ok": {"type": "boolean"}, "n": {"type": "integer", "maximum": 9}},
+        "required": ["ok", "n"],
+        "additionalProperties": False,
+    }
+    body = {"response_format": {"type": "json_schema", "json_schema": {"schema": schema}}}
+
+    def accepts(text: str) -> bool:
+        proc = _processor(template, body)
+        tokens = template.tokenizer.encode(text, add_special_tokens=False)
+        return all(proc.consume(t) for t in tokens) and proc.accepting
+
+    assert accepts('{"ok": true, "n": 2}')
+    assert not accepts('{"ok": 1, "n": 2}')
+    assert not accepts('{"ok": true, "n": 12}')
+    assert not accepts("Sure, here it is.")
+
+
 # --- sampled for real -------------------------------------------------------------------
 
 
