@@ -170,6 +170,27 @@ def test_auto_allows_plain_text_and_required_does_not(tiny_model):
     assert not all(required.consume(t) for t in text)
 
 
+@pytest.mark.parametrize(
+    ("text", "allowed"),
+    [
+        ("No tool needed.", True),
+        ('Sure.\n[CALL]\n{"name": "read_file", "arguments": {"path": "a.py"}}\n[/CALL]', True),
+        ('[CALL]\n{"name": "search", "arguments": {"limit": 3, "kind": "code"}}\n[/CALL]', True),
+        ("Sure. [CALL] and then anything", False),
+        ('[CALL]\n{"name": "nope", "arguments": {}}\n[/CALL]', False),
+    ],
+)
+def test_a_plain_text_call_marker_opens_a_checked_call(tiny_model, text, allowed):
+    """For templates whose marker is text, not one special token, free text stops at it."""
+    from punie.serve.constrain import ToolFormat, ll_tokenizer
+
+    tokenizer = ChatTemplate(tiny_model).tokenizer
+    g = grammar(Constraint.from_request({"tools": TOOLS}), ToolFormat("[CALL]", "[/CALL]"))
+    proc = GrammarProcessor(g, tokenizer)
+    tokens = ll_tokenizer(tokenizer).tokenize_str(text)
+    assert (all(proc.consume(t) for t in tokens) and proc.accepting) is allowed
+
+
 def test_a_json_schema_response_format_allows_only_that_json(tiny_model):
     template = ChatTemplate(tiny_model)
     schema = {

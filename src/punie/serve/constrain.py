@@ -165,18 +165,24 @@ def grammar(c: Constraint, fmt: ToolFormat) -> str:
         start = f"<[{fmt.start_token}]>" if fmt.start_token is not None else json.dumps(fmt.start)
         end = f"<[{fmt.end_token}]>" if fmt.end_token is not None else json.dumps(fmt.end)
         inner = json.dumps(fmt.inner) if fmt.inner else ""
-        lines.append(f"call: {start} {inner} fn {inner} {end}")
+        lines.append(f"body: {inner} fn {inner} {end}")
+        lines.append(f"call: {start} body")
         more = f"({json.dumps(fmt.between)} call)*" if c.parallel and c.calls != "one" else ""
         lines.append(f"calls: call {more}")
-        if c.calls == "auto":
-            # Text before the calls, as the template writes content then calls. A text start
-            # marker must not appear in free text, or it would open an unchecked call.
-            lead = f"({text} {json.dumps(fmt.between)})?" if c.text_schema is None else ""
-            lines.append(f"start: {text} | {lead} calls")
-        else:
+        if c.calls != "auto":
             lines.append("start: calls")
+        elif text != "TEXT":
+            lines.append(f"start: {text} | calls")
+        elif fmt.start_token is not None:
+            # A special token is never part of TEXT, so the text ends where a call starts.
+            lines.append("start: TEXT | TEXT? calls")
+        else:
+            # A text marker: the lazy lead ends at its first occurrence, which opens a call.
+            lines.append(f"lead[lazy]: /(?s:.*){_regex_literal(fmt.start)}/")
+            lines.append(f"start: TEXT | lead body {more}")
     if text == "TEXT":
         if fmt.start_token is None:
+            # Free text never holds a text start marker, or it would open an unchecked call.
             marker = _regex_literal(fmt.start)
             lines.append(f"TEXT: /(?s:.*)/ & ~/(?s:.*){marker}(?s:.*)/")
         else:
@@ -264,15 +270,14 @@ class GrammarProcessor:
             raise ConstraintError(f"grammar: {self._matcher.get_error()}")
         self._eos = sorted(tokenizer.eos_token_ids) or [tokenizer.eos_token_id]
         self._started = False
-        self.rejected: int | None = None  # a sampled token the grammar did not allow
 
     def __call__(self, tokens, logits):
         import mlx.core as mx
 
         if self._started:
             token = int(tokens.reshape(-1)[-1].item())
-            if not self._matcher.is_error() and not self._matcher.consume_token(token):
-                self.rejected = token
+            if not self._matcher.is_error():
+                self._matcher.consume_token(token)  # a refused token leaves it in error: EOS
         self._started = True
         allowed = self.allowed(logits.shape[-1])
         return mx.where(mx.array(allowed), logits, mx.array(-np.inf, dtype=logits.dtype))
