@@ -145,11 +145,13 @@ def evaluate(
     api_key: str | None = None,
     startup_timeout: float = STARTUP_TIMEOUT_S,
     request_timeout: float = REQUEST_TIMEOUT_S,
+    constrain: str | None = None,
 ) -> EvalResult:
     """Score `model` (with `adapter`) on one suite (a file, a built-in name, or a loaded Suite)
     through a managed mlx_lm.server, or the OpenAI-compatible server at `base_url`. The results
     file and a report land in `run_dir` (default `runs/eval-TIME`). For several suites or
-    adapters through one server, see `evaluate_plan`."""
+    adapters through one server, see `evaluate_plan`. `constrain="tools"` starts the managed
+    server with constrained decoding (docs/serving.md)."""
     if isinstance(suite, Suite):
         if suite.path is None:
             raise EvalError(f"suite {suite.name!r}: has no file; save it and pass the path")
@@ -168,6 +170,7 @@ def evaluate(
         api_key=api_key,
         startup_timeout=startup_timeout,
         request_timeout=request_timeout,
+        constrain=constrain,
     )
     return run_eval(plan).results[0]
 
