@@ -50,6 +50,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("serve", ("punie.serve",)),
     ("eval", ("punie.eval",)),
     ("report", ("punie.report",)),
+    # Training that evaluates inside itself (GRPO rewards, select_by): above eval and serve.
+    ("rl", ("punie.rl",)),
     ("orchestration", ("punie.session", "punie.demo")),
     ("api", ("punie.api",)),  # and the package's own __init__, which re-exports it
     ("cli", ("punie.cli", "punie.__main__")),

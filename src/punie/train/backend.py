@@ -21,7 +21,7 @@ from punie.errors import ConfigError
 from punie.train.callbacks import TrainingEvents
 from punie.train.config import TrainConfig
 from punie.train.fuse import fuse_run
-from punie.train.mlx import run_worker
+from punie.train.mlx import run_worker, worker_module
 from punie.train.rundir import RunDir, adapter_config_file
 
 
@@ -58,7 +58,7 @@ class MLXBackend:
     def capabilities(self) -> Capabilities:
         return Capabilities(
             fine_tune_types=("lora", "dora", "full"),
-            methods=("sft",),
+            methods=("sft", "grpo"),
             quantized_base=True,
             notes="mlx_lm's trainer; a quantized base model (mlx_lm convert -q) means QLoRA",
         )
@@ -93,7 +93,7 @@ class MLXBackend:
             check_adapter_fits(config)
 
     def train(self, config: TrainConfig, run: RunDir, events: TrainingEvents) -> Path:
-        run_worker(run.path, events, stage=config.method)
+        run_worker(run.path, events, stage=config.method, module=worker_module(config))
         return run.adapter
 
     def fuse(

@@ -29,6 +29,8 @@ FINE_TUNE_TYPES = ("lora", "dora", "full")
 OPTIMIZERS = ("adam", "adamw", "sgd", "adafactor", "muon")
 LR_SCHEDULES = ("constant", "cosine")
 CUT_ROWS = ("skip", "refuse")
+REWARDS = ("pass", "partial")
+ADVANTAGES = ("grpo", "dr_grpo")
 SEED_MAX = 2**32 - 1  # numpy's seed range; MLX takes any uint64
 
 
@@ -48,7 +50,10 @@ class TrainConfig:
         )
     )
     data: str = field(
-        metadata=_help("folder with `train.jsonl`, `valid.jsonl` (chat, completions or text rows)")
+        metadata=_help(
+            "folder with `train.jsonl`, `valid.jsonl` (chat, completions or text rows); "
+            "grpo takes none (its prompts are `reward_suite`'s)"
+        )
     )
     adapter_path: str = field(
         default="adapters/run",
@@ -135,6 +140,64 @@ class TrainConfig:
             "or `refuse` the run"
         ),
     )
+    select_by: str | None = field(
+        default=None,
+        metadata=_help(
+            "a held-out eval suite (YAML or built-in name): each checkpoint is scored on it "
+            "through the managed server and `best/` is the highest-scoring one (any method)",
+            shown="lowest `val_loss`",
+        ),
+    )
+    reward_suite: str | None = field(
+        default=None,
+        metadata=_help(
+            "grpo: the suite (same YAML as `punie eval`) whose cases are the prompts and whose "
+            "scorer gives the reward; keep it apart from the eval suites"
+        ),
+    )
+    reward: str = field(
+        default="pass",
+        metadata=_help(
+            "grpo: `pass` (1 or 0, the scorer's verdict) or `partial` (the fraction of expected "
+            "calls matched; other kinds stay 1 or 0)"
+        ),
+    )
+    format_reward: float = field(
+        default=0.0,
+        metadata=_help(
+            "grpo: added for a well-formed answer (a parsable tool-call block, a code fence, a "
+            "found answer), reported apart; e.g. 0.1"
+        ),
+    )
+    group_size: int = field(default=4, metadata=_help("grpo: completions per prompt (G)"))
+    temperature: float = field(default=1.0, metadata=_help("grpo: rollout sampling temperature"))
+    max_completion_tokens: int = field(
+        default=128, metadata=_help("grpo: the longest completion a rollout samples")
+    )
+    clip_epsilon: float = field(
+        default=0.2,
+        metadata=_help("grpo: the ratio π/π_old is clipped to [1−ε, 1+ε]"),
+    )
+    kl_beta: float = field(
+        default=0.04,
+        metadata=_help(
+            "grpo: weight of the k3 KL to the frozen start (base + `from_adapter`); 0 skips the "
+            "reference forward pass"
+        ),
+    )
+    advantage: str = field(
+        default="grpo",
+        metadata=_help(
+            "grpo: `grpo` ((r − mean)/(std + ε), loss over the batch's tokens) or `dr_grpo` "
+            "(r − mean, loss over a fixed G × max_completion_tokens)"
+        ),
+    )
+    updates_per_rollout: int = field(
+        default=1,
+        metadata=_help(
+            "grpo: optimizer updates on each rollout batch (μ); the clip acts only when > 1"
+        ),
+    )
     extra: dict[str, Any] = field(
         default_factory=dict,
         metadata=_help(
@@ -171,7 +234,14 @@ class TrainConfig:
                 close = difflib.get_close_matches(key, sorted(known), n=1)
                 hint = f" (did you mean {close[0]}?)" if close else ""
                 raise ConfigError(f"{source}: {key}: unknown key{hint}")
-        for key in ("model", "data"):
+        if data.get("method") == "grpo":  # its prompts come from reward_suite, not a data folder
+            if data.get("data") not in (None, ""):
+                raise ConfigError(
+                    f"{source}: data: not used by method grpo (its prompts are reward_suite's "
+                    "cases); leave it out"
+                )
+            data = {**data, "data": ""}
+        for key in ("model", "data") if data.get("method") != "grpo" else ("model",):
             if data.get(key) in (None, ""):
                 raise ConfigError(f"{source}: {key}: required (set it in the file or with --{key})")
         try:
@@ -281,6 +351,34 @@ def _check_values(c: TrainConfig) -> None:
         raise ConfigError("target_modules: must name at least one module, or be left out")
     if c.fine_tune_type == "full" and c.target_modules:
         raise ConfigError("target_modules: only applies to lora and dora, not full fine-tuning")
+    _check_grpo(c)
+
+
+def _check_grpo(c: TrainConfig) -> None:
+    _one_of("reward", c.reward, REWARDS)
+    _one_of("advantage", c.advantage, ADVANTAGES)
+    for name in ("group_size", "max_completion_tokens", "updates_per_rollout"):
+        if getattr(c, name) < 1:
+            raise ConfigError(f"{name}: must be at least 1, got {getattr(c, name)}")
+    if c.method == "grpo" and c.group_size < 2:
+        raise ConfigError(
+            f"group_size: must be at least 2 (a group of one has no spread), got {c.group_size}"
+        )
+    if c.temperature <= 0:
+        raise ConfigError(f"temperature: must be positive (rollouts sample), got {c.temperature}")
+    if not 0 < c.clip_epsilon < 1:
+        raise ConfigError(f"clip_epsilon: must be in (0, 1), got {c.clip_epsilon}")
+    for name in ("kl_beta", "format_reward"):
+        if getattr(c, name) < 0:
+            raise ConfigError(f"{name}: must be at least 0, got {getattr(c, name)}")
+    if c.method == "grpo" and not c.reward_suite:
+        raise ConfigError("reward_suite: method grpo needs a suite of prompts to reward")
+    if c.method != "grpo" and c.reward_suite:
+        raise ConfigError(f"reward_suite: only used by method grpo, not {c.method}")
+    if c.method == "grpo" and c.grad_accumulation_steps != 1:
+        raise ConfigError(
+            "grad_accumulation_steps: grpo takes one rollout batch a step; leave it 1"
+        )
 
 
 def read_config_file(path: Path | str) -> dict[str, Any]:

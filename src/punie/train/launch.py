@@ -101,7 +101,8 @@ def check(config: TrainConfig):
             f"({', '.join(caps.methods)})"
         )
     config = resolve_iters(config)
-    manifest = check_data(config)
+    manifest = check_data(config) if config.data else {}
+    manifest.update(runs.suite_manifest(config))
     if config.from_adapter and not Path(config.from_adapter).exists():
         raise ConfigError(f"from_adapter: {config.from_adapter}: no such file or folder")
     backend.check(config)

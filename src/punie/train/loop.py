@@ -6,6 +6,8 @@ so the point where it asks for the next batch is the point between two steps. Th
 - validates on the global iteration count (mlx_lm's cadence), keeps the best adapter in `best/`
   and stops after `patience` evaluations without improvement;
 - writes checkpoints every `save_every` steps, and on SIGTERM/SIGINT before stopping;
+- with `select_by`, scores each saved checkpoint with a selector (a held-out suite, run by the
+  caller) and keeps the highest-scoring one in `best/` instead;
 - stops a run whose loss, validation loss or weights went NaN or infinite: the last checkpoint
   (written only from finite weights) is kept, and nothing is saved from non-finite weights.
 
@@ -17,6 +19,8 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from punie.train.checkpoint import (
@@ -31,6 +35,8 @@ from punie.train.events import EventChannel, TrainingFailed
 from punie.train.records import MetricsLog, MetricsRecord
 from punie.train.rundir import RunDir
 from punie.train.setup import trainable
+
+Selector = Callable[[Path], float]
 
 
 class EarlyStop(Exception):
@@ -48,7 +54,9 @@ class NonFinite(TrainingFailed):
 class Loop:
     """The hooks between optimizer steps, and the run's on-disk state."""
 
-    def __init__(self, run: RunDir, config: TrainConfig, model, optimizer, valid, events):
+    def __init__(
+        self, run: RunDir, config: TrainConfig, model, optimizer, valid, events, selector=None
+    ):
         from punie.train.masking import Cursor
 
         self.run = run
@@ -66,6 +74,10 @@ class Loop:
         self.last_eval_at: int | None = None
         self.checkpoint_at: int | None = None
         self.metrics = MetricsLog(run.metrics)
+        # `select_by`: scores an adapter folder on a held-out suite (higher is better); then
+        # best/ follows that score, and validation only records its loss.
+        self.selector: Selector | None = selector
+        self.selected_at: int | None = None
 
     # --- records (mlx_lm's TrainingCallback) -----------------------------------------------
     def record(self, record: MetricsRecord) -> None:
@@ -162,11 +174,46 @@ class Loop:
                 self.completed, val_loss=val_loss, val_time=time.perf_counter() - tic
             )
         )
+        if self.selector is not None:
+            return
         if self.best is None or val_loss < self.best[1]:
             self.best = (self.completed, float(val_loss))
             self.evals_since_best = 0
             save_adapter(self.run.best, self.model, self.config)
             self.events.send("best", iteration=self.completed, val_loss=float(val_loss))
+        else:
+            self.evals_since_best += 1
+            if self.config.patience and self.evals_since_best >= self.config.patience:
+                raise EarlyStop()
+
+    def select(self) -> None:
+        """Score the weights as they are now on the `select_by` suite; keep them in best/ when
+        they beat every earlier checkpoint (patience counts these evaluations then)."""
+        if self.selector is None or self.selected_at == self.completed:
+            return
+        import shutil
+
+        self.selected_at = self.completed
+        candidate = self.run.trainer_scratch / f"select-{self.completed}"
+        save_adapter(candidate, self.model, self.config)
+        tic = time.perf_counter()
+        try:
+            score = float(self.selector(candidate))
+            better = self.best is None or score > self.best[1]
+            if better:
+                shutil.rmtree(self.run.best, ignore_errors=True)
+                shutil.copytree(candidate, self.run.best)
+        finally:
+            shutil.rmtree(candidate, ignore_errors=True)
+        self.record(
+            MetricsRecord.evaluation(
+                self.completed, eval_score=score, eval_time=time.perf_counter() - tic
+            )
+        )
+        if better:
+            self.best = (self.completed, score)
+            self.evals_since_best = 0
+            self.events.send("best", iteration=self.completed, eval_score=score)
         else:
             self.evals_since_best += 1
             if self.config.patience and self.evals_since_best >= self.config.patience:
@@ -191,6 +238,7 @@ class Loop:
                     raise Interrupted()
                 if self.completed > self.start and self.completed % self.config.save_every == 0:
                     self.save_checkpoint()
+                    self.select()
             batch = next(inner)
             it = self.completed + 1
             # mlx_lm's cadence (before steps 1, k * steps_per_eval), so both draw the same batches;
@@ -208,3 +256,5 @@ class Loop:
                 self.validate()
         save_adapter(self.run.adapter, self.model, self.config)
         self.save_checkpoint()
+        with contextlib.suppress(EarlyStop):
+            self.select()

@@ -30,8 +30,18 @@ STOP_GRACE_S = 30.0
 INTERRUPTED_EXIT = 130
 
 
-def worker_command(run_dir: Path) -> list[str]:
-    return python_module("punie.train.worker", str(run_dir))
+SFT_WORKER = "punie.train.worker"
+# GRPO, and any run that picks checkpoints by a suite, scores inside training: that worker sits
+# above punie.eval and punie.serve (tests/test_layers.py), so it is named here, not imported.
+EVAL_WORKER = "punie.rl.worker"
+
+
+def worker_module(config: TrainConfig) -> str:
+    return EVAL_WORKER if config.method == "grpo" or config.select_by else SFT_WORKER
+
+
+def worker_command(run_dir: Path, module: str = SFT_WORKER) -> list[str]:
+    return python_module(module, str(run_dir))
 
 
 def dispatch(event: dict[str, Any], run: RunDir, events: TrainingEvents, stage: str) -> None:
@@ -56,14 +66,17 @@ def dispatch(event: dict[str, Any], run: RunDir, events: TrainingEvents, stage: 
 
 
 def run_worker(
-    run_dir: Path, events: TrainingEvents | None = None, stage: str = "sft"
+    run_dir: Path,
+    events: TrainingEvents | None = None,
+    stage: str = "sft",
+    module: str = SFT_WORKER,
 ) -> dict[str, Any]:
     """Run the worker to its end; return its last event. Raises PunieError if it failed."""
     run = RunDir(Path(run_dir))
     events = events or TrainingCallback()
     last: dict[str, Any] = {}
     failed: dict[str, Any] | None = None
-    cmd = worker_command(run.path)
+    cmd = worker_command(run.path, module)
     with child_process(cmd, stdout=subprocess.PIPE, grace=STOP_GRACE_S) as proc:
         with open(run.log, "a", encoding="utf-8") as sink, LogEcho(run.log, "trainer"):
             for raw in proc.stdout:

@@ -33,6 +33,19 @@ class MetricsRecord:
     peak_memory: float | None = None  # GB: MLX's or CUDA's peak, else the process's max RSS
     val_loss: float | None = None
     val_time: float | None = None  # seconds the validation took
+    # GRPO (a train report): the rollout batch's rewards, KL to the reference and speeds.
+    reward_mean: float | None = None  # task + format reward, over the batch's completions
+    reward_std: float | None = None
+    format_reward_mean: float | None = None  # the format term alone
+    zero_variance_fraction: float | None = None  # groups whose rewards were all equal
+    kl: float | None = None  # mean k3 KL per live token; absent when kl_beta = 0
+    clip_fraction: float | None = None  # live tokens whose ratio was clipped
+    completion_length: float | None = None  # mean sampled tokens per completion
+    rollout_tokens_per_second: float | None = None  # sampled tokens / rollout seconds
+    update_tokens_per_second: float | None = None  # tokens forwarded in the updates / seconds
+    # Checkpoint selection by suite (`select_by`): an evaluation report.
+    eval_score: float | None = None  # the suite's score (0..1) of the adapter at `iteration`
+    eval_time: float | None = None
     schema_version: int = METRICS_SCHEMA_VERSION
 
     @classmethod
@@ -61,6 +74,14 @@ class MetricsRecord:
     def validation(cls, iteration: int, *, val_loss: float, val_time: float) -> MetricsRecord:
         return cls(iteration=int(iteration), val_loss=float(val_loss), val_time=float(val_time))
 
+    @classmethod
+    def evaluation(cls, iteration: int, *, eval_score: float, eval_time: float) -> MetricsRecord:
+        return cls(iteration=int(iteration), eval_score=float(eval_score), eval_time=eval_time)
+
+    @property
+    def is_evaluation(self) -> bool:
+        return self.eval_score is not None
+
     @property
     def is_train(self) -> bool:
         return self.train_loss is not None
@@ -83,6 +104,11 @@ TRAIN_FIELDS = (
     "trained_tokens", "peak_memory",
 )  # fmt: skip
 VALIDATION_FIELDS = ("val_loss", "val_time")
+GRPO_FIELDS = (
+    "reward_mean", "reward_std", "format_reward_mean", "zero_variance_fraction", "kl",
+    "clip_fraction", "completion_length", "rollout_tokens_per_second", "update_tokens_per_second",
+)  # fmt: skip
+EVALUATION_FIELDS = ("eval_score", "eval_time")
 
 
 class MetricsLog:
@@ -110,20 +136,25 @@ class MetricsSummary:
     best_iteration: int | None = None
     best_val_loss: float | None = None
     peak_memory_gb: float | None = None
+    best_eval_score: float | None = None  # with select_by: the best checkpoint's suite score
 
     @classmethod
     def of(cls, records: list[MetricsRecord]) -> MetricsSummary:
         train = [r for r in records if r.is_train]
         val = [r for r in records if r.is_validation]
+        scored = [r for r in records if r.is_evaluation]
         best = min(val, key=lambda r: (r.val_loss, r.iteration)) if val else None
+        # With select_by, best/ is the highest-scoring checkpoint (the earliest on a tie).
+        top = max(scored, key=lambda r: (r.eval_score, -r.iteration)) if scored else None
         peaks = [r.peak_memory for r in train if r.peak_memory is not None]
         return cls(
             last_iteration=max((r.iteration for r in records), default=0),
             final_train_loss=train[-1].train_loss if train else None,
             final_val_loss=val[-1].val_loss if val else None,
-            best_iteration=best.iteration if best else None,
+            best_iteration=top.iteration if top else best.iteration if best else None,
             best_val_loss=best.val_loss if best else None,
             peak_memory_gb=max(peaks) if peaks else None,
+            best_eval_score=top.eval_score if top else None,
         )
 
 
@@ -160,6 +191,7 @@ class RunRecord:
     best_iteration: int | None = None
     best_val_loss: float | None = None
     peak_memory_gb: float | None = None
+    best_eval_score: float | None = None
     schema_version: int = RUN_SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:

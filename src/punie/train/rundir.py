@@ -3,11 +3,14 @@
     run.json            the run record (records.RunRecord), written by punie.train.launch
     config.json         the resolved TrainConfig the trainer reads
     metrics.jsonl       one MetricsRecord a line, appended and flushed as training goes
+    rollouts.jsonl      grpo: every sampled completion, its reward and advantage, by step
     train.log           the trainer's own output (and any traceback)
+    select-server.log   with select_by: the log of the server that scores checkpoints
     .lock               flock'ed by the one process that writes the run, for the run's life
     adapters.safetensors, adapter_config.json
                         the final adapter, loadable by mlx_lm (server, generate, fuse)
-    best/               the adapter with the lowest validation loss
+    best/               the adapter with the lowest validation loss (or, with select_by, the
+                        highest score on that suite)
     checkpoint/         what a resume needs: weights, optimizer state, batch order, RNG state
     peft/, model/       the peft backend's own formats (a PEFT adapter; a full fine-tune)
     backend.json, launch.log
@@ -49,8 +52,17 @@ class RunDir:
         return self.path / "metrics.jsonl"
 
     @property
+    def rollouts(self) -> Path:
+        return self.path / "rollouts.jsonl"
+
+    @property
     def log(self) -> Path:
         return self.path / "train.log"
+
+    @property
+    def select_log(self) -> Path:
+        """The log of the mlx_lm.server that scores checkpoints for `select_by`."""
+        return self.path / "select-server.log"
 
     @property
     def lock(self) -> Path:

@@ -41,6 +41,23 @@ def data_manifest(data: Path | str) -> dict[str, dict[str, Any]]:
     return manifest
 
 
+def suite_manifest(config) -> dict[str, dict[str, Any]]:
+    """The suites a run reads (`reward_suite`, `select_by`): path and sha256 of each file; a
+    built-in suite's name stands alone. A resume refuses a file that changed since."""
+    manifest = {}
+    for key in ("reward_suite", "select_by"):
+        value = getattr(config, key)
+        if not value:
+            continue
+        path = Path(value)
+        manifest[key] = (
+            {"path": str(path), "sha256": file_sha256(path), "bytes": path.stat().st_size}
+            if path.is_file()
+            else {"path": value, "sha256": None}
+        )
+    return manifest
+
+
 def _count_rows(path: Path) -> int:
     """Non-blank lines of a JSONL split; a JSON array saved as .jsonl is refused here, before a
     run folder exists, since the trainer would take each of its lines for a row."""

@@ -41,7 +41,32 @@ def _redirect_output(log: Path) -> EventChannel:
     return EventChannel(events)
 
 
-def run(run: RunDir, events: EventChannel) -> int:
+class StopHandler:
+    """SIGTERM/SIGINT: ask the loop to checkpoint and stop between two steps."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.loop = None
+
+    def __call__(self, signum, frame) -> None:
+        self.requested = True
+        if self.loop is not None:
+            self.loop.stop_requested = True
+
+    def attach(self, loop) -> None:
+        self.loop = loop
+        loop.stop_requested = self.requested
+
+
+def install_stop_handler() -> StopHandler:
+    handler = StopHandler()
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    return handler
+
+
+def run(run: RunDir, events: EventChannel, selector=None) -> int:
+    """Train the run to its end; `selector` (see `Loop`) scores checkpoints for `select_by`."""
     # mlx, and the worker's modules built on it, load here: after the output is redirected to
     # train.log, and never in a process that only imports this module.
     import mlx.core as mx
@@ -59,16 +84,7 @@ def run(run: RunDir, events: EventChannel) -> int:
         training_data,
     )
 
-    stop = {"requested": False}
-
-    def on_signal(signum, frame):
-        stop["requested"] = True
-        if loop is not None:
-            loop.stop_requested = True
-
-    loop = None
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stop = install_stop_handler()
 
     config = TrainConfig.from_dict(json.loads(run.config.read_text()), source=str(run.config))
     resuming = run.checkpoint_state.is_file()
@@ -83,8 +99,8 @@ def run(run: RunDir, events: EventChannel) -> int:
         load_trainable(model, Path(config.from_adapter), "from_adapter")
 
     optimizer = build_optimizer(config)
-    loop = Loop(run, config, model, optimizer, valid, events)
-    loop.stop_requested = stop["requested"]
+    loop = Loop(run, config, model, optimizer, valid, events, selector)
+    stop.attach(loop)
     if resuming:
         loop.restore_checkpoint()
     else:
@@ -134,6 +150,11 @@ def run(run: RunDir, events: EventChannel) -> int:
     loop.finish()
     events.send("done", iteration=loop.completed, peak_memory=mx.get_peak_memory() / 1e9)
     return 0
+
+
+def redirect_output(log: Path) -> EventChannel:
+    """The event channel on this process's stdout; its own output from now on to `log`."""
+    return _redirect_output(log)
 
 
 def main(argv: list[str] | None = None) -> int:
