@@ -17,7 +17,7 @@ from punie.backends import get_backend
 from punie.backends.base import FuseResult
 from punie.data.ablate import ablate_rows
 from punie.data.decontaminate import decontaminate
-from punie.errors import EvalError
+from punie.errors import ConfigError, EvalError, PunieError
 from punie.eval.ablate import ablate_suite, is_suite
 from punie.eval.client import REQUEST_TIMEOUT_S
 from punie.eval.compare import Comparison
@@ -85,7 +85,21 @@ def train(
     Ctrl-C raises TrainingInterrupted and keeps the checkpoint: continue with `resume`."""
     if not isinstance(config, TrainConfig):
         config = load_config(config)
+    check_suites(config)
     return start(config, events=events, overwrite=overwrite)
+
+
+def check_suites(config: TrainConfig) -> None:
+    """Load the suites a run reads (`reward_suite`, `select_by`) before any run folder exists,
+    so a typo in one fails in a second, naming its file, line and field."""
+
+    for key in ("reward_suite", "select_by"):
+        value = getattr(config, key)
+        if value:
+            try:
+                Suite.load(value)
+            except PunieError as e:
+                raise ConfigError(f"{key}: {e}") from None
 
 
 def run_config(

@@ -250,7 +250,7 @@ class GRPOStep:
                 forwarded += int(batch.mask.shape[0] * batch.tokens.shape[1])
         update_s = time.perf_counter() - update_tic
         step_s = time.perf_counter() - tic
-        self.last_completion_tokens = batch.completion_tokens
+        self.last_completion_tokens = int(live_mask.sum().item())  # the tokens that trained
         lengths = [len(comp.tokens) for comp in rollout.completions]
         lr = self.optimizer.learning_rate
         record = MetricsRecord(

@@ -17,6 +17,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 from punie.train import runs
 from punie.train.callbacks import TrainingCallback
@@ -232,11 +233,13 @@ def runs_show(
     runs_dir: RunsDir = runs.DEFAULT_RUNS_DIR,
     as_json: AsJson = False,
 ) -> None:
-    """One run's record: status, data hashes, lineage, versions, metrics summary."""
+    """One run's record: status, data hashes, lineage, versions, metrics summary; for a GRPO
+    run, sampled completions of its first and last steps (from rollouts.jsonl)."""
     run_dir = runs.find_run(name, runs_dir)
     record = runs.current_status(run_dir, runs.load_record(run_dir))
+    samples = runs.rollout_samples(run_dir)
     if as_json:
-        print(json.dumps(record, indent=2))
+        print(json.dumps({**record, "rollout_samples": samples} if samples else record, indent=2))
         return
     table = Table(title=str(run_dir), show_header=False)
     table.add_column("key", style="bold")
@@ -245,6 +248,24 @@ def runs_show(
         shown = json.dumps(value) if isinstance(value, dict | list) else str(value)
         table.add_row(key, shown)
     Console().print(table)
+    if samples:
+        Console().print(_samples_table(samples))
+
+
+def _samples_table(samples: dict[str, Any]) -> Table:
+    table = Table(title="rollouts: first and last step")
+    for column in ("step", "prompt", "reward", "advantage", "completion"):
+        table.add_column(column)
+    for step in samples.values():
+        for r in step["rows"]:
+            table.add_row(
+                str(step["iteration"]),
+                r["prompt_id"],
+                f"{r['reward']:.2f}",
+                f"{r['advantage']:+.2f}",
+                Text(r["completion"][:160]),  # model output: shown as text, never as markup
+            )
+    return table
 
 
 def fuse_command(

@@ -102,6 +102,20 @@ def summarize_metrics(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return asdict(MetricsSummary.of([MetricsRecord.from_dict(r) for r in rows]))
 
 
+def rollout_samples(run_dir: Path | str, per_step: int = 3) -> dict[str, dict[str, Any]]:
+    """A GRPO run's first and last steps as `{"first"|"last": {"iteration", "rows"}}`, a few
+    completions of each, best reward first; empty when the run wrote no rollouts."""
+    rows = read_jsonl_tolerant(RunDir(Path(run_dir)).rollouts)
+    if not rows:
+        return {}
+    out = {}
+    for key, iteration in (("first", rows[0]["iteration"]), ("last", rows[-1]["iteration"])):
+        step = [r for r in rows if r["iteration"] == iteration]
+        step.sort(key=lambda r: -r["reward"])
+        out[key] = {"iteration": iteration, "rows": step[:per_step]}
+    return out
+
+
 def load_record(run_dir: Path | str) -> dict[str, Any]:
     path = RunDir(Path(run_dir)).record
     try:
