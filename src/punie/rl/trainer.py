@@ -270,6 +270,8 @@ class GRPOStep:
             completion_length=float(np.mean(lengths)),
             rollout_tokens_per_second=rollout.tokens / rollout.seconds,
             update_tokens_per_second=forwarded / update_s if forwarded else 0.0,
+            rollout_time=update_tic - tic,
+            update_time=update_s,
         )
         rows = [
             {

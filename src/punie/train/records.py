@@ -43,6 +43,8 @@ class MetricsRecord:
     completion_length: float | None = None  # mean sampled tokens per completion
     rollout_tokens_per_second: float | None = None  # sampled tokens / rollout seconds
     update_tokens_per_second: float | None = None  # tokens forwarded in the updates / seconds
+    rollout_time: float | None = None  # seconds sampling (and scoring) this step
+    update_time: float | None = None  # seconds in the reference pass and the updates
     # Checkpoint selection by suite (`select_by`): an evaluation report.
     eval_score: float | None = None  # the suite's score (0..1) of the adapter at `iteration`
     eval_time: float | None = None
@@ -107,6 +109,7 @@ VALIDATION_FIELDS = ("val_loss", "val_time")
 GRPO_FIELDS = (
     "reward_mean", "reward_std", "format_reward_mean", "zero_variance_fraction", "kl",
     "clip_fraction", "completion_length", "rollout_tokens_per_second", "update_tokens_per_second",
+    "rollout_time", "update_time",
 )  # fmt: skip
 EVALUATION_FIELDS = ("eval_score", "eval_time")
 
