@@ -138,8 +138,8 @@ def train_grpo(run: RunDir, events: EventChannel, selector=None) -> int:
                 events.send("interrupted", iteration=loop.completed)
                 return INTERRUPTED_EXIT
             if it > loop.start and it % config.save_every == 0:
+                loop.select()  # first, so the checkpoint holds the best-so-far it produced
                 loop.save_checkpoint()
-                loop.select()
             record, rows = step.run(it)
             loop.completed = it + 1
             trained_tokens += step.last_completion_tokens

@@ -237,8 +237,9 @@ class Loop:
                     self.save_checkpoint()
                     raise Interrupted()
                 if self.completed > self.start and self.completed % self.config.save_every == 0:
-                    self.save_checkpoint()
+                    # selected first, so the checkpoint holds the best-so-far it produced
                     self.select()
+                    self.save_checkpoint()
             batch = next(inner)
             it = self.completed + 1
             # mlx_lm's cadence (before steps 1, k * steps_per_eval), so both draw the same batches;
@@ -255,6 +256,6 @@ class Loop:
             with contextlib.suppress(EarlyStop):
                 self.validate()
         save_adapter(self.run.adapter, self.model, self.config)
-        self.save_checkpoint()
         with contextlib.suppress(EarlyStop):
             self.select()
+        self.save_checkpoint()
