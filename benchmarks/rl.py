@@ -18,11 +18,13 @@ step's time between the rollout (sampling + scoring) and the update (reference p
 updates); the first step, which compiles, is left out.
 
     .venv/bin/python benchmarks/rl.py [--prompts 8] [--group 4] [--max-tokens 48] [--rounds 4]
+        [--temperature 1.0] [--steps 4] [--adapter ADAPTER]
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
 import tempfile
 import time
@@ -33,7 +35,7 @@ from rich.console import Console
 from rich.table import Table
 
 
-def build(work: Path, n_prompts: int):
+def build(args, work: Path, n_prompts: int):
     import mlx.core as mx
     from mlx_lm.utils import load
 
@@ -48,6 +50,7 @@ def build(work: Path, n_prompts: int):
     (work / "prompts.yaml").write_text(yaml.safe_dump(suite, sort_keys=False))
     config = TrainConfig(
         model=str(model_dir),
+        data="",
         method="grpo",
         reward_suite=str(work / "prompts.yaml"),
         rank=16,
@@ -64,6 +67,9 @@ def build(work: Path, n_prompts: int):
     prepare_model(model, config)
     model.update(_nudged(model))
     save_adapter(work / "adapter", model, config)
+    if args.adapter:  # an SFT adapter of the same tiny model (seed 0), rank 16, all layers
+        shutil.rmtree(work / "adapter")
+        shutil.copytree(args.adapter, work / "adapter")
     return model_dir, config, model, tokenizer
 
 
@@ -89,7 +95,7 @@ def throughput(args, work: Path) -> Table:
     from punie.train.rollout import sample
     from punie.train.setup import load_trainable
 
-    model_dir, config, model, tokenizer = build(work, args.prompts)
+    model_dir, config, model, tokenizer = build(args, work, args.prompts)
     load_trainable(model, work / "adapter", "adapter")
     _, prompts = load_prompts(config, tokenizer)
     tokens = [p.tokens for p in prompts[: args.prompts]]
@@ -168,6 +174,7 @@ def split(args, work: Path) -> Table:
     model_dir = work / "model"
     config = TrainConfig(
         model=str(model_dir),
+        data="",
         method="grpo",
         reward_suite=str(work / "prompts.yaml"),
         rank=16,
@@ -219,6 +226,11 @@ def main() -> None:
     ap.add_argument("--temperature", type=float, default=1.0)
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--steps", type=int, default=4)
+    ap.add_argument(
+        "--adapter",
+        help="an SFT adapter of the tiny model (seed 0, rank 16, num_layers -1) to start from; "
+        "without one the rewards are all 0 and part 2 has no update to time",
+    )
     args = ap.parse_args()
     console = Console()
     with tempfile.TemporaryDirectory() as tmp:

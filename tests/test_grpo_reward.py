@@ -108,3 +108,31 @@ def test_grpo_takes_no_data_folder():
     assert config.data == ""
     with pytest.raises(ConfigError, match="data: not used by method grpo"):
         TrainConfig.from_dict({"model": "m", "data": "d", "method": "grpo", "reward_suite": "s"})
+
+
+def test_partial_reward_for_code_is_the_fraction_of_tests_passed():
+    code = Suite.from_dict(
+        {
+            "name": "c",
+            "kind": "code",
+            "cases": [
+                {
+                    "id": "double",
+                    "prompt": "Read a number and print twice it.",
+                    "expect": {
+                        "tests": [
+                            {"stdin": "2\n", "stdout": "4"},
+                            {"stdin": "0\n", "stdout": "0"},
+                            {"stdin": "5\n", "stdout": "10"},
+                        ]
+                    },
+                }
+            ],
+        }
+    )
+    (case,) = code.cases
+    squares = "```python\nn = int(input())\nprint(n * n)\n```"  # right for 2 and 0 only
+    r = reward(code, case, squares, mode="partial", format_weight=0.1)
+    assert r.task == pytest.approx(2 / 3) and r.format == 0.1
+    assert reward(code, case, squares, mode="pass", format_weight=0).task == 0.0
+    assert reward(code, case, "no code at all", mode="partial", format_weight=0.1).total == 0.0

@@ -43,9 +43,9 @@ def load_prompts(config: TrainConfig, tokenizer) -> tuple[Suite, list[Prompt]]:
         suite = Suite.load(config.reward_suite)
     except PunieError as e:
         raise TrainingFailed(str(e), field="reward_suite") from None
-    tools = list(suite.tools) or None
     prompts = []
     for case in suite.cases:
+        tools = list(suite.tools_for(case)) or None
         tokens = tokenizer.apply_chat_template(
             suite.messages_for(case), tools=tools, add_generation_prompt=True, tokenize=True
         )
