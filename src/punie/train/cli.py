@@ -135,7 +135,10 @@ def train_command(
 
     Settings come from the config file, then `--set key=value`, then the flags here. Every
     assistant turn of a chat row trains with `--mask-prompt`. The run folder gets the adapter,
-    `best/` (lowest validation loss), `checkpoint/`, `metrics.jsonl` and `run.json`.
+    `best/` (lowest validation loss, or the best score on the `select_by` suite), `checkpoint/`,
+    `metrics.jsonl` and `run.json`. `--method grpo` continues an SFT adapter (`--from-adapter`)
+    with GRPO: prompts and rewards from `--set reward_suite=SUITE`, scored as `punie eval` scores
+    them; every sampled completion goes to `rollouts.jsonl` (see docs/training.md).
     Ctrl-C stops cleanly and keeps the checkpoint: continue with `punie train --resume NAME`.
     """
     from punie import api
