@@ -127,3 +127,54 @@ def test_a_bad_reward_suite_fails_in_one_line_before_any_run_folder(tmp_path, ti
     assert "reward_suite:" in result.stderr and "cases: must be a non-empty list" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "runs" / "b").exists()
+
+
+def test_select_by_picks_the_best_checkpoint_of_an_sft_run_too(tmp_path, tiny_model):
+    from train_support import TOOLS, write_data
+
+    heldout = {
+        "name": "heldout",
+        "kind": "tool_calling",
+        "tools": TOOLS,
+        "cases": [
+            {
+                "id": f"read-{p}",
+                "prompt": f"Show {p}",
+                "expect": {"calls": [{"name": "read_file", "arguments": {"path": [p]}}]},
+            }
+            for p in ("a.py", "doc.md")
+        ],
+    }
+    (tmp_path / "heldout.yaml").write_text(yaml.safe_dump(heldout))
+    config = {
+        "model": str(tiny_model),
+        "data": str(write_data(tmp_path / "data", n_train=8, n_valid=4)),
+        "select_by": str(tmp_path / "heldout.yaml"),
+        "rank": 4,
+        "scale": 5.0,
+        "num_layers": -1,
+        "batch_size": 2,
+        "iters": 2,
+        "save_every": 1,
+        "steps_per_eval": 1000,
+        "val_batches": 1,
+        "mask_prompt": True,
+        "max_seq_length": 256,
+    }
+    (tmp_path / "sft.json").write_text(json.dumps(config))
+    result = punie(
+        "train", tmp_path / "sft.json", "--runs-dir", tmp_path / "runs", "--name", "s", "--json",
+        timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    record = json.loads(result.stdout)
+    metrics = read_metrics(tmp_path / "runs" / "s" / "metrics.jsonl")
+    scored = [r for r in metrics if "eval_score" in r]
+    assert [r["iteration"] for r in scored] == [1, 2]
+    top = max(scored, key=lambda r: (r["eval_score"], -r["iteration"]))  # the earliest on a tie
+    assert (record["best_iteration"], record["best_eval_score"]) == (
+        top["iteration"],
+        top["eval_score"],
+    )
+    assert record["best_adapter"] == "best"
+    assert any("val_loss" in r for r in metrics)  # validation still records its loss
