@@ -136,3 +136,12 @@ def test_partial_reward_for_code_is_the_fraction_of_tests_passed():
     assert r.task == pytest.approx(2 / 3) and r.format == 0.1
     assert reward(code, case, squares, mode="pass", format_weight=0).task == 0.0
     assert reward(code, case, "no code at all", mode="partial", format_weight=0.1).total == 0.0
+
+
+def test_select_by_is_refused_by_a_backend_that_cannot_score_checkpoints():
+    pytest.importorskip("punie_peft")
+    from punie.train.launch import check
+
+    config = TrainConfig(model="m", data="d", backend="peft", select_by="heldout.yaml")
+    with pytest.raises(ConfigError, match="select_by: backend peft does not pick checkpoints"):
+        check(config)

@@ -27,6 +27,7 @@ class Capabilities:
     methods: tuple[str, ...] = ("sft",)  # sft, dpo, ...
     quantized_base: bool = False  # QLoRA
     multi_process: bool = False
+    select_by: bool = False  # scores checkpoints on a suite (`select_by`)
     notes: str = ""
 
 

@@ -59,6 +59,7 @@ class MLXBackend:
         return Capabilities(
             fine_tune_types=("lora", "dora", "full"),
             methods=("sft", "grpo"),
+            select_by=True,
             quantized_base=True,
             notes="mlx_lm's trainer; a quantized base model (mlx_lm convert -q) means QLoRA",
         )

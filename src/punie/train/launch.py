@@ -100,6 +100,11 @@ def check(config: TrainConfig):
             f"method: {config.method!r} is not supported by backend {config.backend} "
             f"({', '.join(caps.methods)})"
         )
+    if config.select_by and not caps.select_by:
+        raise ConfigError(
+            f"select_by: backend {config.backend} does not pick checkpoints by a suite; "
+            "evaluate its checkpoints with `punie eval run` instead"
+        )
     config = resolve_iters(config)
     manifest = check_data(config) if config.data else {}
     manifest.update(runs.suite_manifest(config))
