@@ -105,7 +105,7 @@ def test_select_by_scores_each_saved_checkpoint_and_keeps_the_best(grpo_run):
     assert record["best_iteration"] == top["iteration"]
     assert record["best_eval_score"] == top["eval_score"]
     assert (run_dir / "best" / "adapters.safetensors").is_file()
-    assert not list((run_dir / ".trainer").glob("select-*"))
+    assert not (run_dir / ".trainer").exists()  # the scored candidates are gone
 
 
 def test_runs_show_gives_samples_of_the_first_and_last_steps(grpo_run):

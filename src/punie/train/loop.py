@@ -205,6 +205,8 @@ class Loop:
                 shutil.copytree(candidate, self.run.best)
         finally:
             shutil.rmtree(candidate, ignore_errors=True)
+            with contextlib.suppress(OSError):  # only when empty: a trainer's own files stay
+                self.run.trainer_scratch.rmdir()
         self.record(
             MetricsRecord.evaluation(
                 self.completed, eval_score=score, eval_time=time.perf_counter() - tic
