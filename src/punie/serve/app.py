@@ -1,0 +1,274 @@
+"""The front server: an ASGI app (Starlette) in front of one mlx_lm.server, OpenAI's API outside.
+
+Every request is checked and rewritten by `punie.serve.protocol`, sent to the backend over a
+pooled httpx client, and its answer given back under the id that answered. Streams are relayed
+event by event (each re-labelled and repaired on the way); a backend that drops a stream halfway
+gets an error event in OpenAI's shape, so a client raises instead of hanging or reading half an
+answer as a whole one. Every error, ours or the backend's, is in OpenAI's shape.
+
+Why one backend for every id, each request naming its (model, adapter) pair: one copy of the base
+weights in memory, whatever the number of adapters. Switching between ids reloads the adapter
+in mlx_lm.server (a pause of about one model load); a client that alternates ids under load
+should run one `punie serve` per id instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import httpx
+import orjson
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from punie.serve.models import Registry
+from punie.serve.protocol import (
+    ApiError,
+    Forward,
+    backend_error,
+    merge_replies,
+    not_found,
+    prepare,
+    repair_choice,
+    route_not_found,
+    unauthorized,
+)
+
+log = logging.getLogger("punie.serve")
+CREATED = int(time.time())
+
+
+@dataclass(frozen=True)
+class FrontConfig:
+    registry: Registry
+    backend_url: str  # http://127.0.0.1:PORT, the mlx_lm.server behind
+    api_key: str | None = None
+    constrain: str | None = None
+
+
+class _JSON(Response):
+    media_type = "application/json"
+
+    def render(self, content) -> bytes:
+        return orjson.dumps(content)
+
+
+def _error(e: ApiError) -> Response:
+    return _JSON(e.body(), status_code=e.status)
+
+
+def _lost(e: BaseException) -> ApiError:
+    why = type(e).__name__ + (f": {e}" if str(e) else "")
+    return ApiError(
+        502,
+        f"mlx_lm.server gave no answer ({why}); it can fail this way on a malformed tool call, "
+        "see the server log",
+        type="server_error",
+        code="backend_unavailable",
+    )
+
+
+def make_app(config: FrontConfig) -> Starlette:
+    registry = config.registry
+    client: httpx.AsyncClient | None = None
+
+    def authorized(request: Request) -> ApiError | None:
+        if config.api_key is None:
+            return None
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() == "bearer" and hmac.compare_digest(
+            token.strip().encode(), config.api_key.encode()
+        ):
+            return None
+        return unauthorized(bool(header))
+
+    async def models(request: Request) -> Response:
+        if err := authorized(request):
+            return _error(err)
+        data = [
+            {"id": m.id, "object": "model", "created": CREATED, "owned_by": "punie"}
+            for m in registry.models
+        ]
+        return _JSON({"object": "list", "data": data})
+
+    async def model(request: Request) -> Response:
+        if err := authorized(request):
+            return _error(err)
+        wanted = request.path_params["model"]
+        if registry.get(wanted) is None:
+            return _error(not_found(wanted, registry))
+        return _JSON({"id": wanted, "object": "model", "created": CREATED, "owned_by": "punie"})
+
+    async def health(request: Request) -> Response:
+        try:
+            r = await client.get("/health", timeout=5.0)
+            ok = r.status_code == 200
+        except httpx.HTTPError:
+            ok = False
+        body = {"status": "ok" if ok else "unavailable", "models": list(registry.ids)}
+        return _JSON(body, status_code=200 if ok else 503)
+
+    async def ask(body: dict) -> dict:
+        path = "/v1/chat/completions" if "messages" in body else "/v1/completions"
+        try:
+            r = await client.post(path, content=orjson.dumps(body))
+        except httpx.HTTPError as e:
+            raise _lost(e) from None
+        if r.status_code != 200:
+            raise backend_error(r.status_code, r.text)
+        try:
+            data = orjson.loads(r.content)
+        except orjson.JSONDecodeError:
+            raise ApiError(
+                502, "mlx_lm.server answered with no JSON", type="server_error"
+            ) from None
+        if not isinstance(data, dict):
+            raise ApiError(502, "mlx_lm.server answered with no JSON object", type="server_error")
+        return data
+
+    async def complete(request: Request, chat: bool) -> Response:
+        if err := authorized(request):
+            return _error(err)
+        try:
+            body = orjson.loads(await request.body())
+        except orjson.JSONDecodeError as e:
+            return _error(ApiError(400, f"the request body is not JSON: {e}"))
+        try:
+            fwd = prepare(body, registry, config.constrain, chat=chat)
+            if fwd.stream:
+                return await stream(fwd)
+            replies = await asyncio.gather(*(ask(fwd.body) for _ in range(fwd.n)))
+        except ApiError as e:
+            return _error(e)
+        answer, notes = merge_replies(list(replies), fwd.served.id)
+        for note in notes:
+            log.warning("%s: %s", fwd.served.id, note)
+        return _JSON(answer)
+
+    async def chat_completions(request: Request) -> Response:
+        return await complete(request, chat=True)
+
+    async def completions(request: Request) -> Response:
+        return await complete(request, chat=False)
+
+    async def open_stream(body: dict) -> httpx.Response:
+        path = "/v1/chat/completions" if "messages" in body else "/v1/completions"
+        req = client.build_request("POST", path, content=orjson.dumps(body))
+        try:
+            r = await client.send(req, stream=True)
+        except httpx.HTTPError as e:
+            raise _lost(e) from None
+        if r.status_code != 200:
+            text = (await r.aread()).decode(errors="replace")
+            await r.aclose()
+            raise backend_error(r.status_code, text)
+        return r
+
+    async def stream(fwd: Forward) -> Response:
+        opened = []
+        try:
+            for _ in range(fwd.n):
+                opened.append(await open_stream(fwd.body))
+        except ApiError:
+            for r in opened:
+                await r.aclose()
+            raise
+        return StreamingResponse(relay(fwd, opened), media_type="text/event-stream")
+
+    async def relay(fwd: Forward, streams: list[httpx.Response]) -> AsyncIterator[bytes]:
+        """The backend's events, each re-labelled and repaired; n streams interleaved, each
+        choice under its own index."""
+        queue: asyncio.Queue = asyncio.Queue()
+
+        async def pump(i: int, r: httpx.Response) -> None:
+            calls_seen = False
+            try:
+                async for line in r.aiter_lines():
+                    if line.startswith(":"):
+                        await queue.put(line.encode() + b"\n\n")  # keep-alive comments
+                    if not line.startswith("data:"):
+                        continue
+                    payload = line[5:].strip()
+                    if payload == "[DONE]":
+                        await queue.put(None)
+                        return
+                    event = orjson.loads(payload)
+                    calls_seen = _relabel(event, fwd, i, calls_seen)
+                    await queue.put(b"data: " + orjson.dumps(event) + b"\n\n")
+                await queue.put(_lost(RuntimeError("the stream ended before [DONE]")))
+            except (httpx.HTTPError, orjson.JSONDecodeError) as e:
+                await queue.put(_lost(e))
+            finally:
+                await r.aclose()
+
+        tasks = [asyncio.create_task(pump(i, r)) for i, r in enumerate(streams)]
+        try:
+            open_streams = len(tasks)
+            while open_streams:
+                item = await queue.get()
+                if item is None:
+                    open_streams -= 1
+                elif isinstance(item, ApiError):
+                    yield b"data: " + orjson.dumps(item.body()) + b"\n\n"
+                    return
+                else:
+                    yield item
+            yield b"data: [DONE]\n\n"
+        finally:
+            for t in tasks:
+                t.cancel()
+            for t in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await t
+
+    def _relabel(event: dict, fwd: Forward, index: int, calls_seen: bool) -> bool:
+        event["model"] = fwd.served.id
+        for choice in event.get("choices") or []:
+            choice["index"] = index
+            if "delta" in choice:
+                has_call, note = repair_choice(choice, "delta", calls_seen)
+                calls_seen = calls_seen or has_call
+                if note:
+                    log.warning("%s: %s", fwd.served.id, note)
+        return calls_seen
+
+    async def not_found_route(request: Request, exc: HTTPException) -> Response:
+        if exc.status_code == 404:
+            return _error(route_not_found(request.method, request.url.path))
+        return _error(
+            ApiError(exc.status_code, f"{request.method} {request.url.path}: {exc.detail}")
+        )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        nonlocal client
+        # No read timeout: a long answer is the client's to time out, not ours.
+        timeout = httpx.Timeout(None, connect=10.0)
+        limits = httpx.Limits(max_connections=None, max_keepalive_connections=64)
+        async with httpx.AsyncClient(
+            base_url=config.backend_url, timeout=timeout, limits=limits
+        ) as c:
+            client = c
+            yield
+
+    routes = [
+        Route("/v1/models", models, methods=["GET"]),
+        Route("/v1/models/{model:path}", model, methods=["GET"]),
+        Route("/health", health, methods=["GET"]),
+        Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+        Route("/chat/completions", chat_completions, methods=["POST"]),
+        Route("/v1/completions", completions, methods=["POST"]),
+    ]
+    return Starlette(
+        routes=routes, lifespan=lifespan, exception_handlers={HTTPException: not_found_route}
+    )
