@@ -25,9 +25,12 @@ class ServedModel:
 
 
 def default_id(model: str) -> str:
-    """A base model's id: the folder's name for a local folder, the hub id as given otherwise."""
+    """A base model's id: the folder's name for a local folder (or a path), the hub id as given
+    otherwise (`org/name`)."""
     path = Path(model).expanduser()
-    return path.resolve().name if path.exists() else model.rstrip("/")
+    if path.exists() or path.is_absolute() or model.startswith((".", "~")):
+        return path.resolve().name
+    return model.rstrip("/")
 
 
 def adapter_spec(spec: str) -> tuple[str | None, str]:
