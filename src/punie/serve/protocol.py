@@ -263,12 +263,11 @@ def merge_replies(replies: list[dict], served_id: str) -> tuple[dict, list[str]]
     out["model"] = served_id
     choices, notes = [], []
     usage: dict[str, int] = {}
-    key = "message" if out.get("object", "").startswith("chat") else "text"
     for reply in replies:
         for choice in reply.get("choices") or []:
             choice = dict(choice, index=len(choices))
-            if key == "message":
-                _, note = repair_choice(choice, key)
+            if "message" in choice:  # a chat answer (a text completion has `text`)
+                _, note = repair_choice(choice, "message")
                 if note:
                     notes.append(note)
             choices.append(choice)
