@@ -275,8 +275,8 @@ def merge_replies(replies: list[dict], served_id: str) -> tuple[dict, list[str]]
             if isinstance(v, int):
                 usage[k] = usage.get(k, 0) + v
     out["choices"] = choices
-    if usage:
-        if len(replies) > 1 and "prompt_tokens" in usage:
+    if len(replies) > 1 and usage:  # one reply keeps its usage as it is (cached tokens, ...)
+        if "prompt_tokens" in usage:
             # the prompt is read once per sample but is one prompt: OpenAI counts it once
             usage["prompt_tokens"] //= len(replies)
             usage["total_tokens"] = usage["prompt_tokens"] + usage.get("completion_tokens", 0)
