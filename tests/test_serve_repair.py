@@ -11,6 +11,7 @@ from starlette.testclient import TestClient
 from openai_stub import completion, scripted_server
 from punie.serve.app import FrontConfig, make_app
 from punie.serve.models import build_registry
+from punie.serve.upstream import Upstream
 
 REGISTRY = build_registry("/models/base", (("demo", "/runs/demo"),))
 ASK = [{"role": "user", "content": "Show me a.py"}]
@@ -31,7 +32,7 @@ def front():
         return reply
 
     backend = scripted_server(answer)
-    app = make_app(FrontConfig(REGISTRY, f"http://127.0.0.1:{backend.server_address[1]}"))
+    app = make_app(FrontConfig(REGISTRY, Upstream("127.0.0.1", backend.server_address[1])))
     with TestClient(app) as http:
         sdk = openai.OpenAI(
             base_url="http://testserver/v1", api_key="x", http_client=http, max_retries=0

@@ -1,7 +1,7 @@
 """The front server: an ASGI app (Starlette) in front of one mlx_lm.server, OpenAI's API outside.
 
-Every request is checked and rewritten by `punie.serve.protocol`, sent to the backend over a
-pooled httpx client, and its answer given back under the id that answered. Streams are relayed
+Every request is checked and rewritten by `punie.serve.protocol`, sent to the backend
+(`punie.serve.upstream`), and its answer given back under the id that answered. Streams are relayed
 event by event (each re-labelled and repaired on the way); a backend that drops a stream halfway
 gets an error event in OpenAI's shape, so a client raises instead of hanging or reading half an
 answer as a whole one. Every error, ours or the backend's, is in OpenAI's shape.
@@ -22,7 +22,6 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-import httpx
 import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -42,6 +41,7 @@ from punie.serve.protocol import (
     route_not_found,
     unauthorized,
 )
+from punie.serve.upstream import Answer, BackendLost, Upstream
 
 log = logging.getLogger("punie.serve")
 CREATED = int(time.time())
@@ -50,7 +50,7 @@ CREATED = int(time.time())
 @dataclass(frozen=True)
 class FrontConfig:
     registry: Registry
-    backend_url: str  # http://127.0.0.1:PORT, the mlx_lm.server behind
+    backend: Upstream  # the mlx_lm.server behind
     api_key: str | None = None
     constrain: str | None = None
 
@@ -79,7 +79,7 @@ def _lost(e: BaseException) -> ApiError:
 
 def make_app(config: FrontConfig) -> Starlette:
     registry = config.registry
-    client: httpx.AsyncClient | None = None
+    backend = config.backend
 
     def authorized(request: Request) -> ApiError | None:
         if config.api_key is None:
@@ -111,9 +111,9 @@ def make_app(config: FrontConfig) -> Starlette:
 
     async def health(request: Request) -> Response:
         try:
-            r = await client.get("/health", timeout=5.0)
-            ok = r.status_code == 200
-        except httpx.HTTPError:
+            status, _ = await asyncio.wait_for(backend.get("/health"), 5.0)
+            ok = status == 200
+        except (BackendLost, TimeoutError):
             ok = False
         body = {"status": "ok" if ok else "unavailable", "models": list(registry.ids)}
         return _JSON(body, status_code=200 if ok else 503)
@@ -121,13 +121,13 @@ def make_app(config: FrontConfig) -> Starlette:
     async def ask(body: dict) -> dict:
         path = "/v1/chat/completions" if "messages" in body else "/v1/completions"
         try:
-            r = await client.post(path, content=orjson.dumps(body))
-        except httpx.HTTPError as e:
+            status, content = await backend.post(path, orjson.dumps(body))
+        except BackendLost as e:
             raise _lost(e) from None
-        if r.status_code != 200:
-            raise backend_error(r.status_code, r.text)
+        if status != 200:
+            raise backend_error(status, content.decode(errors="replace"))
         try:
-            data = orjson.loads(r.content)
+            data = orjson.loads(content)
         except orjson.JSONDecodeError:
             raise ApiError(
                 502, "mlx_lm.server answered with no JSON", type="server_error"
@@ -161,18 +161,16 @@ def make_app(config: FrontConfig) -> Starlette:
     async def completions(request: Request) -> Response:
         return await complete(request, chat=False)
 
-    async def open_stream(body: dict) -> httpx.Response:
+    async def open_stream(body: dict) -> Answer:
         path = "/v1/chat/completions" if "messages" in body else "/v1/completions"
-        req = client.build_request("POST", path, content=orjson.dumps(body))
         try:
-            r = await client.send(req, stream=True)
-        except httpx.HTTPError as e:
+            answer = await backend.request("POST", path, orjson.dumps(body))
+            if answer.status != 200:
+                text = (await answer.body()).decode(errors="replace")
+                raise backend_error(answer.status, text)
+        except BackendLost as e:
             raise _lost(e) from None
-        if r.status_code != 200:
-            text = (await r.aread()).decode(errors="replace")
-            await r.aclose()
-            raise backend_error(r.status_code, text)
-        return r
+        return answer
 
     async def stream(fwd: Forward) -> Response:
         opened = []
@@ -181,35 +179,35 @@ def make_app(config: FrontConfig) -> Starlette:
                 opened.append(await open_stream(fwd.body))
         except ApiError:
             for r in opened:
-                await r.aclose()
+                r.close()
             raise
         return StreamingResponse(relay(fwd, opened), media_type="text/event-stream")
 
-    async def relay(fwd: Forward, streams: list[httpx.Response]) -> AsyncIterator[bytes]:
+    async def relay(fwd: Forward, streams: list[Answer]) -> AsyncIterator[bytes]:
         """The backend's events, each re-labelled and repaired; n streams interleaved, each
         choice under its own index."""
         queue: asyncio.Queue = asyncio.Queue()
 
-        async def pump(i: int, r: httpx.Response) -> None:
+        async def pump(i: int, r: Answer) -> None:
             calls_seen = False
             try:
-                async for line in r.aiter_lines():
-                    if line.startswith(":"):
-                        await queue.put(line.encode() + b"\n\n")  # keep-alive comments
-                    if not line.startswith("data:"):
+                async for line in r.lines():
+                    if line.startswith(b":"):
+                        await queue.put(line + b"\n\n")  # keep-alive comments
+                    if not line.startswith(b"data:"):
                         continue
                     payload = line[5:].strip()
-                    if payload == "[DONE]":
+                    if payload == b"[DONE]":
                         await queue.put(None)
                         return
                     event = orjson.loads(payload)
                     calls_seen = _relabel(event, fwd, i, calls_seen)
                     await queue.put(b"data: " + orjson.dumps(event) + b"\n\n")
                 await queue.put(_lost(RuntimeError("the stream ended before [DONE]")))
-            except (httpx.HTTPError, orjson.JSONDecodeError) as e:
+            except (BackendLost, orjson.JSONDecodeError) as e:
                 await queue.put(_lost(e))
             finally:
-                await r.aclose()
+                r.close()
 
         tasks = [asyncio.create_task(pump(i, r)) for i, r in enumerate(streams)]
         try:
@@ -249,18 +247,6 @@ def make_app(config: FrontConfig) -> Starlette:
             ApiError(exc.status_code, f"{request.method} {request.url.path}: {exc.detail}")
         )
 
-    @contextlib.asynccontextmanager
-    async def lifespan(app):
-        nonlocal client
-        # No read timeout: a long answer is the client's to time out, not ours.
-        timeout = httpx.Timeout(None, connect=10.0)
-        limits = httpx.Limits(max_connections=None, max_keepalive_connections=64)
-        async with httpx.AsyncClient(
-            base_url=config.backend_url, timeout=timeout, limits=limits
-        ) as c:
-            client = c
-            yield
-
     routes = [
         Route("/v1/models", models, methods=["GET"]),
         Route("/v1/models/{model:path}", model, methods=["GET"]),
@@ -269,6 +255,4 @@ def make_app(config: FrontConfig) -> Starlette:
         Route("/chat/completions", chat_completions, methods=["POST"]),
         Route("/v1/completions", completions, methods=["POST"]),
     ]
-    return Starlette(
-        routes=routes, lifespan=lifespan, exception_handlers={HTTPException: not_found_route}
-    )
+    return Starlette(routes=routes, exception_handlers={HTTPException: not_found_route})

@@ -31,6 +31,7 @@ from punie.sampling import DEFAULT_SAMPLING, Sampling
 from punie.serve.app import FrontConfig, make_app
 from punie.serve.models import Registry, ServedModel, adapter_spec, build_registry
 from punie.serve.server import CONSTRAIN_CHOICES, HOST, STARTUP_TIMEOUT_S, Server
+from punie.serve.upstream import Upstream
 
 FRONT_START_S = 15.0
 AdapterSpec = str | Path | tuple[str | None, str | Path]
@@ -219,7 +220,7 @@ class FrontServer:
         app = make_app(
             FrontConfig(
                 self.registry,
-                self.backend.base_url,
+                Upstream(HOST, self.backend.port),
                 api_key=self.config.api_key,
                 constrain=self.config.constrain,
             )
