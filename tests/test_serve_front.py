@@ -205,6 +205,31 @@ def test_n_samples_come_back_as_n_choices(client):
     assert all(c.message.tool_calls for c in r.choices)
 
 
+def test_n_streams_interleave_under_their_choice_index(client):
+    stream = client.chat.completions.create(
+        model="parrot", messages=ASK, tools=TOOLS, max_tokens=40, temperature=0, n=2, stream=True
+    )
+    calls = {}
+    for chunk in stream:
+        for choice in chunk.choices:
+            for tc in choice.delta.tool_calls or []:
+                calls[choice.index] = tc.function.name
+    assert calls == {0: "read_file", 1: "read_file"}
+
+
+def test_punie_eval_through_the_printed_url_labels_results_by_the_id(served, tmp_path):
+    out = punie(
+        "eval", "run", "tools-basic", "--base-url", served.url, "--model", "parrot",
+        "--api-key", KEY, "--run-dir", tmp_path / "run", "--no-cache", "--max-tokens", "40",
+        "--json", timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    [result] = json.loads(out.stdout)["results"]
+    saved = json.loads(Path(result["file"]).read_text())
+    assert saved["label"] == "parrot"
+    assert saved["requested_model"] == saved["answered_model"] == "parrot"
+
+
 def test_a_taken_port_is_refused_before_the_model_loads(served, tiny_model):
     port = served.url.split(":")[-1].removesuffix("/v1")
     started = time.monotonic()
