@@ -144,3 +144,12 @@ def test_backend_errors_come_back_in_openai_shape():
     failed = backend_error(404, '{"error": "adapter not found"}')  # mlx_lm's answer to a load error
     assert failed.status == 500 and failed.body()["error"]["type"] == "server_error"
     assert backend_error(404, "Not Found").message.endswith("Not Found")
+
+
+def test_an_unknown_constrain_mode_is_refused_before_anything_starts():
+    from punie.serve.front import FrontServer
+
+    with pytest.raises(ServerError, match="--constrain: 'json' is not one of tools"):
+        FrontServer("/m/base", constrain="json")
+    server = FrontServer("/m/base", adapters=["/runs/demo", ("mine", "/runs/x")], name="b")
+    assert server.ids == ("b", "demo", "mine") and server.port is None  # nothing bound yet

@@ -45,7 +45,7 @@ def not_found(model: str, registry: Registry) -> ApiError:
     served = ", ".join(registry.ids)
     return ApiError(
         404,
-        f"The model '{model}' does not exist or is not served here; served ids: {served}",
+        f"The model '{model[:200]}' does not exist or is not served here; served ids: {served}",
         param="model",
         code="model_not_found",
     )
