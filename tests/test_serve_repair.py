@@ -18,8 +18,8 @@ ASK = [{"role": "user", "content": "Show me a.py"}]
 TOOLS = [{"type": "function", "function": {"name": "read_file", "parameters": {}}}]
 
 
-@pytest.fixture
-def front():
+@pytest.fixture(params=[None])
+def front(request):
     """A front whose backend answers with whatever the test puts in `replies`."""
     seen: list[dict] = []
     replies: list = []
@@ -32,7 +32,8 @@ def front():
         return reply
 
     backend = scripted_server(answer)
-    app = make_app(FrontConfig(REGISTRY, Upstream("127.0.0.1", backend.server_address[1])))
+    upstream = Upstream("127.0.0.1", backend.server_address[1])
+    app = make_app(FrontConfig(REGISTRY, upstream, constrain=request.param))
     with TestClient(app) as http:
         sdk = openai.OpenAI(
             base_url="http://testserver/v1", api_key="x", http_client=http, max_retries=0
@@ -78,3 +79,15 @@ def test_a_dropped_connection_is_an_openai_error_not_a_dropped_connection(front)
         sdk.chat.completions.create(model="demo", messages=ASK, tools=TOOLS)
     assert e.value.status_code == 502
     assert e.value.code == "backend_unavailable" and "mlx_lm.server" in e.value.message
+
+
+@pytest.mark.parametrize("front", ["tools"], indirect=True)
+def test_with_constrained_decoding_tool_choice_and_response_format_reach_the_backend(front):
+    sdk, seen, replies = front
+    replies.append(completion("/models/base", {"role": "assistant", "content": "{}"}))
+    choice = {"type": "function", "function": {"name": "read_file"}}
+    fmt = {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}}
+    sdk.chat.completions.create(
+        model="demo", messages=ASK, tools=TOOLS, tool_choice=choice, response_format=fmt
+    )
+    assert seen[0]["tool_choice"] == choice and seen[0]["response_format"] == fmt
