@@ -146,10 +146,17 @@ def test_backend_errors_come_back_in_openai_shape():
     assert backend_error(404, "Not Found").message.endswith("Not Found")
 
 
-def test_an_unknown_constrain_mode_is_refused_before_anything_starts():
+def test_punie_server_checks_its_arguments_before_anything_starts(tmp_path):
     from punie.serve.front import FrontServer
+    from punie.train.rundir import ADAPTER_WEIGHTS
 
     with pytest.raises(ServerError, match="--constrain: 'json' is not one of tools"):
         FrontServer("/m/base", constrain="json")
-    server = FrontServer("/m/base", adapters=["/runs/demo", ("mine", "/runs/x")], name="b")
+    with pytest.raises(ServerError, match=f"not an adapter folder \\(no {ADAPTER_WEIGHTS}\\)"):
+        FrontServer("/m/base", adapters=[tmp_path])
+    for name in ("demo", "x"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / ADAPTER_WEIGHTS).write_bytes(b"")
+    adapters = [tmp_path / "demo", ("mine", tmp_path / "x")]
+    server = FrontServer("/m/base", adapters=adapters, name="b")
     assert server.ids == ("b", "demo", "mine") and server.port is None  # nothing bound yet

@@ -32,6 +32,7 @@ from punie.serve.app import FrontConfig, make_app
 from punie.serve.models import Registry, ServedModel, adapter_spec, build_registry
 from punie.serve.server import CONSTRAIN_CHOICES, HOST, STARTUP_TIMEOUT_S, Server
 from punie.serve.upstream import Upstream
+from punie.train.rundir import ADAPTER_WEIGHTS, has_adapter
 
 FRONT_START_S = 15.0
 AdapterSpec = str | Path | tuple[str | None, str | Path]
@@ -115,6 +116,9 @@ class FrontServer:
             log=Path(log) if log else None,
         )
         self.registry = self.config.registry()
+        for served in self.registry.models:
+            if served.adapter and not has_adapter(served.adapter):
+                raise ServerError(f"{served.adapter}: not an adapter folder (no {ADAPTER_WEIGHTS})")
         # The first adapter is loaded at start: it is what a server with adapters is for.
         first = self.registry.models[1].adapter if len(self.registry.models) > 1 else None
         self.backend = Server(
@@ -246,11 +250,13 @@ class FrontServer:
         """Our front, through our socket, with our backend behind it, lists our ids."""
         try:
             r = httpx.get(f"{self.base_url}/health", timeout=10.0)
-            ok = r.status_code == 200 and r.json().get("models") == list(self.ids)
-        except (httpx.HTTPError, ValueError):
-            ok = False
-        if not ok:
-            raise ServerError(f"{self.base_url}/health did not answer for the served ids")
+            if r.status_code == 200 and r.json().get("models") == list(self.ids):
+                return
+            why = f"answered {r.status_code} {' '.join(r.text.split())[:120]}"
+        except (httpx.HTTPError, ValueError) as e:
+            why = f"did not answer ({type(e).__name__})"
+        where = f"; see {self.log}" if self.log else ""
+        raise ServerError(f"{self.base_url}/health {why}: mlx_lm.server is not healthy{where}")
 
     def status(self) -> str | None:
         """None while the front and its backend run; otherwise one line saying what ended."""
