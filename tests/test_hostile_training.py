@@ -23,7 +23,7 @@ from punie import lifeline
 from punie.cli import exit_code
 from punie.errors import BackendError, PunieError, ServerError
 from punie.fsio import write_jsonl
-from punie.platform import Host, mentioning, parent_death_watch
+from punie.platform import Host, children_of, mentioning, parent_death_watch, processes
 from punie.serve.server import Server, free_port
 from train_support import config_toml, multi_turn_row, single_turn_row, write_data
 
@@ -288,27 +288,38 @@ def start_serve(tiny_model: Path, port: int, cwd: Path) -> subprocess.Popen:
     return proc
 
 
+def backends_of(pid: int) -> list[int]:
+    """The mlx_lm.server behind a `punie serve` (its child, on a port of its own)."""
+    return [p.pid for p in children_of(pid, processes()) if "mlx_lm" in p.command]
+
+
+def running(pids: list[int]) -> list[int]:
+    """Those of `pids` still running mlx_lm (a zombie's command line is gone)."""
+    return [p.pid for p in processes() if p.pid in pids and "mlx_lm" in p.command]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
 def test_sigterm_or_sighup_to_punie_serve_leaves_no_server(tmp_path, tiny_model, sig):
     port = free_port()
     proc = start_serve(tiny_model, port, tmp_path)
-    assert processes_mentioning("mlx_lm", f"--port {port}")
+    servers = backends_of(proc.pid)
+    assert len(servers) == 1
     os.kill(proc.pid, sig)
     proc.wait(timeout=30)
     assert proc.returncode == 128 + sig
-    assert processes_mentioning("mlx_lm", f"--port {port}") == []
+    assert running(servers) == []
 
 
 @pytest.mark.slow
 def test_kill_9_of_punie_serve_takes_the_server_down_within_seconds(tmp_path, tiny_model):
     port = free_port()
     proc = start_serve(tiny_model, port, tmp_path)
-    servers = processes_mentioning("mlx_lm", f"--port {port}")
+    servers = backends_of(proc.pid)
     assert len(servers) == 1
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=10)
-    wait_until(lambda: not processes_mentioning("mlx_lm", f"--port {port}"), 10, "the server")
+    wait_until(lambda: not running(servers), 10, "the server")
 
 
 def test_parent_death_watch_is_pdeathsig_on_linux_and_polling_on_macos():

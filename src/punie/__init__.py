@@ -23,7 +23,9 @@ Evaluate and compare:
     load_results(paths)                         results files or eval run folders
     write_report(path, results)                 an HTML report
     import_bfcl(questions, output, answers)     a suite from BFCL (function-calling) files
-    Server(model).start() / with Server(model) as s: ...   a managed mlx_lm.server
+    Server(model, adapters=[...]).start() / with Server(model) as s: ...
+                                                an OpenAI-compatible server (served ids, errors,
+                                                API key) in front of a managed mlx_lm.server
 
 Datasets (those that write leave a manifest.json beside the output, and return an Output):
     validate_dataset(path, model=None) -> ValidationSummary    dataset_stats(path) -> DatasetStats
@@ -70,7 +72,7 @@ _EXPORTS: dict[str, str] = {
     "load_results": "punie.session:load_results",
     "write_report": "punie.api:write_report",
     "import_bfcl": "punie.eval.bfcl:import_bfcl",
-    "Server": "punie.serve.server:Server",
+    "Server": "punie.serve.front:FrontServer",
     "Suite": "punie.eval.suite:Suite",
     "Case": "punie.eval.suite:Case",
     "Sampling": "punie.sampling:Sampling",
@@ -256,7 +258,7 @@ if TYPE_CHECKING:  # what type checkers and editors see; at run time __getattr__
     from punie.eval.runner import CaseResult, EvalResult
     from punie.eval.suite import Case, Suite
     from punie.sampling import Sampling
-    from punie.serve.server import Server
+    from punie.serve.front import FrontServer as Server
     from punie.session import EvalPlan, EvalRun, load_results
     from punie.train.callbacks import TrainingCallback, TrainingEvents
     from punie.train.config import TrainConfig
