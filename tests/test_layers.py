@@ -52,7 +52,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("report", ("punie.report",)),
     # Training that evaluates inside itself (GRPO rewards, select_by): above eval and serve.
     ("rl", ("punie.rl",)),
-    ("orchestration", ("punie.session", "punie.demo")),
+    ("orchestration", ("punie.session", "punie.demo", "punie.bootstrap")),
     ("api", ("punie.api",)),  # and the package's own __init__, which re-exports it
     ("cli", ("punie.cli", "punie.__main__")),
 )

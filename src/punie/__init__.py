@@ -32,7 +32,12 @@ Datasets (those that write leave a manifest.json beside the output, and return a
     sample_dataset (the built-in sample set), convert_dataset, filter_dataset (FilterSpec),
     dedupe_dataset, split_dataset, mix_datasets ([MixSource(path, ratio), ...]),
     merge_datasets, decontaminate_dataset, pair_dataset (preference rows from eval results),
-    ablate_dataset (drop or shuffle a prompt span, in a dataset or a suite)
+    ablate_dataset (drop or shuffle a prompt span, in a dataset or a suite),
+    from_results (SFT rows from scored responses: rejection sampling, distillation)
+
+Generate and bootstrap (see docs/loop.md):
+    generate(prompts, out, model=...) -> Generated   sampled responses with provenance, resumable
+    loop(config) -> LoopResult                        solve, verify, train, evaluate, repeat
 
 Types: TrainConfig, Run, RunDir, RunRecord, MetricsRecord, TrainingCallback, TrainingEvents,
 FuseResult, Backend, Capabilities, Suite, Case, Sampling, EvalPlan, EvalRun, EvalResult,
@@ -93,6 +98,11 @@ _EXPORTS: dict[str, str] = {
     "merge_datasets": "punie.data.mix:merge",
     "decontaminate_dataset": "punie.api:decontaminate_dataset",
     "pair_dataset": "punie.api:pair_dataset",
+    "from_results": "punie.api:from_results",
+    "generate": "punie.api:generate",
+    "loop": "punie.api:loop",
+    "LoopConfig": "punie.bootstrap:LoopConfig",
+    "LoopResult": "punie.bootstrap:LoopResult",
     "ablate_dataset": "punie.api:ablate_dataset",
     "FilterSpec": "punie.data.filters:FilterSpec",
     "MixSource": "punie.data.mix:Source",
@@ -157,6 +167,11 @@ __all__ = [
     "decontaminate_dataset",
     "pair_dataset",
     "ablate_dataset",
+    "from_results",
+    "generate",
+    "loop",
+    "LoopConfig",
+    "LoopResult",
     "FilterSpec",
     "MixSource",
     "ValidationSummary",
@@ -222,8 +237,11 @@ if TYPE_CHECKING:  # what type checkers and editors see; at run time __getattr__
         default_run_dir,
         evaluate,
         evaluate_plan,
+        from_results,
         fuse,
+        generate,
         load_config,
+        loop,
         pair_dataset,
         resume,
         run_config,
@@ -232,6 +250,7 @@ if TYPE_CHECKING:  # what type checkers and editors see; at run time __getattr__
     )
     from punie.backends import get_backend
     from punie.backends.base import Backend, Capabilities, FuseResult
+    from punie.bootstrap import LoopConfig, LoopResult
     from punie.data.convert import convert_dataset
     from punie.data.dedupe import dedupe_dataset
     from punie.data.download import download_sample as sample_dataset

@@ -15,20 +15,27 @@ from typing import Any
 
 from punie.backends import get_backend
 from punie.backends.base import FuseResult
+from punie.bootstrap import LoopConfig, LoopProgress, LoopResult, run_loop
 from punie.data.ablate import ablate_rows
 from punie.data.decontaminate import decontaminate
 from punie.errors import ConfigError, EvalError, PunieError
 from punie.eval.ablate import ablate_suite, is_suite
-from punie.eval.client import REQUEST_TIMEOUT_S
+from punie.eval.cache import ResponseCache, default_cache_dir
+from punie.eval.client import REQUEST_TIMEOUT_S, Target
 from punie.eval.compare import Comparison
 from punie.eval.compare import compare as compare_results
+from punie.eval.generate import Generated
+from punie.eval.generate import generate as generate_rows
+from punie.eval.generate import load_prompts as load_generate_prompts
 from punie.eval.pairs import write_pairs
 from punie.eval.prompts import load_prompts
 from punie.eval.runner import CaseResult, EvalResult
+from punie.eval.solutions import write_sft_rows
 from punie.eval.suite import Suite
+from punie.model.resolve import resolve_model
 from punie.report.html import write_report as write_html
 from punie.sampling import DEFAULT_SAMPLING, Sampling
-from punie.serve.server import STARTUP_TIMEOUT_S
+from punie.serve.server import STARTUP_TIMEOUT_S, Server
 from punie.session import EvalPlan, EvalRun, load_results, results_files, run_eval
 from punie.train import runs
 from punie.train.callbacks import TrainingEvents
@@ -292,3 +299,91 @@ def ablate_dataset(
     if is_suite(path):
         return ablate_suite(path, out, span, mode=mode, seed=seed)
     return ablate_rows(path, out, span, mode=mode, seed=seed)
+
+
+def generate(
+    prompts: Path | str,
+    out: Path | str,
+    *,
+    model: str,
+    adapter: Path | str | None = None,
+    base_url: str | None = None,
+    samples: int = 1,
+    sampling: Sampling = DEFAULT_SAMPLING,
+    system: str | None = None,
+    concurrency: int = 4,
+    cache_dir: Path | None = None,
+    use_cache: bool = True,
+    api_key: str | None = None,
+    startup_timeout: float = STARTUP_TIMEOUT_S,
+    request_timeout: float = REQUEST_TIMEOUT_S,
+    on_row: Callable[[dict], None] | None = None,
+) -> Generated:
+    """Sample `samples` responses per case of a suite (file or built-in name; each sample scored)
+    or per row of a prompts JSONL, from `model` (with `adapter`) through a managed mlx_lm.server,
+    or from `model` at the OpenAI-compatible `base_url`. Rows go to `out` in the responses format
+    `punie eval score` reads, with provenance; an interrupted run continues from `out.partial`."""
+    requests = load_generate_prompts(prompts, system)
+    cache = ResponseCache((cache_dir or default_cache_dir()) if use_cache else None)
+    options = dict(
+        samples=samples,
+        sampling=sampling,
+        concurrency=concurrency,
+        cache=cache,
+        request_timeout=request_timeout,
+        on_row=on_row,
+    )
+    if base_url is not None:
+        return generate_rows(requests, Target(base_url, model, None, api_key), out, **options)
+    folder = str(resolve_model(model))
+    adapter_path = str(Path(adapter).resolve()) if adapter else None
+    log = Path(out).with_name(Path(out).name + ".server.log")
+    with Server(folder, log=log, sampling=sampling, startup_timeout=startup_timeout) as server:
+        target = Target(server.base_url, folder, adapter_path)
+        return generate_rows(requests, target, out, **options)
+
+
+def from_results(
+    results: Iterable[Path | str],
+    out: Path | str,
+    *,
+    suites: Iterable[Path | str] = (),
+    passed_only: bool = False,
+    keep_reasoning: bool = False,
+    dedupe_against: Iterable[Path | str] = (),
+    against: Iterable[Path | str] = (),
+    n: int = 8,
+    threshold: float = 0.5,
+):
+    """SFT rows from scored responses: eval results files (or run folders) and `punie generate`
+    output. `passed_only` keeps the passing ones (rejection sampling); `keep_reasoning` keeps the
+    whole answer text; rows already in `dedupe_against` (training files) are dropped and rows
+    overlapping the suites or datasets in `against` refused. Returns the written Output."""
+    paths = [Path(p) for p in results]
+    files = [q for p in paths for q in (results_files([p]) if p.is_dir() else [p])]
+    prompts = [prompt for source in against for prompt in load_prompts(source)]
+    return write_sft_rows(
+        files,
+        out,
+        suites=list(suites),
+        passed_only=passed_only,
+        keep_reasoning=keep_reasoning,
+        seen=list(dedupe_against),
+        against=prompts,
+        n=n,
+        threshold=threshold,
+    )
+
+
+def loop(
+    config: LoopConfig | Path | str,
+    *,
+    progress: LoopProgress | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> LoopResult:
+    """The bootstrap loop (docs/loop.md): solve, verify, train, evaluate, per iteration, until
+    the target, the iteration cap, or an iteration that solves nothing new. A rerun continues an
+    interrupted loop where it stopped."""
+    if not isinstance(config, LoopConfig):
+        config = LoopConfig.load(config, dict(overrides or {}))
+    return run_loop(config, progress)

@@ -142,6 +142,136 @@ def demo(
         print(result.report)
 
 
+@app.command()
+def generate(
+    prompts: Annotated[
+        str,
+        typer.Argument(
+            help="An eval suite (file or built-in name: each sample is scored) or a JSONL file "
+            "of prompt rows (`messages`, or a `prompt` string; `tools` and `id` optional)."
+        ),
+    ],
+    out: Annotated[Path, typer.Option("-o", "--out", help="Responses file to write (.jsonl).")],
+    model: Annotated[
+        str, typer.Option("--model", "-m", help="Model folder or hub id (or --base-url's name).")
+    ],
+    adapter: Annotated[Path | None, typer.Option(help="LoRA adapter folder.")] = None,
+    base_url: Annotated[
+        str | None,
+        typer.Option(help="Any OpenAI-compatible server (a teacher on vLLM, Ollama, mlx_lm)."),
+    ] = None,
+    api_key: Annotated[
+        str | None, typer.Option(envvar="PUNIE_API_KEY", help="Bearer token for --base-url.")
+    ] = None,
+    samples: Annotated[int, typer.Option(help="Responses per prompt (needs temperature > 0).")] = 1,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 0.0,
+    max_tokens: Annotated[int, typer.Option(help="Tokens to generate per answer, at most.")] = 256,
+    top_p: Annotated[float, typer.Option(help="Nucleus sampling.")] = 1.0,
+    system: Annotated[
+        str | None,
+        typer.Option(help='System prompt replacing the prompts\' own ("Think step by step...").'),
+    ] = None,
+    concurrency: Annotated[int, typer.Option(help="Requests in flight at once.")] = 4,
+    cache_dir: Annotated[
+        Path | None, typer.Option(help="Response cache (default: ~/.cache/punie/responses).")
+    ] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Ask the model every time.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
+) -> None:
+    """Sample responses for suite cases or prompt rows, concurrently, into OUT.jsonl.
+
+    Rows are in the responses format `punie eval score` reads, plus the request (`messages`,
+    `tools`) and `provenance` (the model that answered, by the server's word, its content
+    hashes, the sampling settings, the time). Answers are cached as eval caches them, each
+    finished sample is appended to OUT.jsonl.partial, and a rerun after an interruption
+    continues from it; OUT appears only when every sample is in. Turn the rows into training
+    data with `punie dataset from-results`."""
+    from punie.api import generate as run_generate
+    from punie.sampling import Sampling
+
+    done = 0
+
+    def tick(_row) -> None:
+        nonlocal done
+        done += 1
+        if not as_json and done % 10 == 0:
+            console.print(f"{done} samples", highlight=False)
+
+    g = run_generate(
+        prompts,
+        out,
+        model=model,
+        adapter=adapter,
+        base_url=base_url,
+        samples=samples,
+        sampling=Sampling(temperature=temperature, max_tokens=max_tokens, top_p=top_p),
+        system=system,
+        concurrency=concurrency,
+        cache_dir=cache_dir,
+        use_cache=not no_cache,
+        api_key=api_key,
+        on_row=tick,
+    )
+    summary = {
+        "out": str(g.out),
+        "rows": g.rows,
+        "requested": g.requested,
+        "resumed": g.resumed,
+        "passed": g.passed,
+        "answered_model": g.answered_model,
+        "wall_s": g.wall_s,
+    }
+    if as_json:
+        print(json.dumps(summary))
+        return
+    passed = f", {g.passed} passed" if g.passed is not None else ""
+    print(f"wrote {g.out}: {g.rows} rows from {g.answered_model}{passed}")
+
+
+class _LoopPrinter:
+    def step(self, text: str) -> None:
+        console.print(text, highlight=False)
+
+
+@app.command("loop")
+def loop_command(
+    config: Annotated[Path, typer.Argument(help="Loop config (.toml or .yaml; docs/loop.md).")],
+    out: Annotated[Path | None, typer.Option(help="Loop folder (overrides `out`).")] = None,
+    max_iterations: Annotated[int | None, typer.Option(help="Overrides `max_iterations`.")] = None,
+    teacher_base_url: Annotated[
+        str | None,
+        typer.Option(help="Ask this OpenAI-compatible server for what the student cannot solve."),
+    ] = None,
+    teacher_model: Annotated[str | None, typer.Option(help="The teacher's model name.")] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the final report as JSON.")
+    ] = False,
+) -> None:
+    """The bootstrap loop: per iteration, sample the still-unsolved problems of a suite (k
+    samples), keep the verified solutions, train on everything solved so far, and score on a
+    held-out suite; stop at the target, the iteration cap, or an iteration that solves nothing
+    new. Writes OUT/iteration_N/..., final_report.json and report.html; rerun the same command
+    after an interruption to continue where it stopped."""
+    from punie.api import loop
+
+    overrides = {
+        "out": str(out) if out else None,
+        "max_iterations": max_iterations,
+        "teacher_base_url": teacher_base_url,
+        "teacher_model": teacher_model,
+    }
+    result = loop(config, progress=_LoopPrinter(), overrides=overrides)
+    if as_json:
+        print(result.final_report.read_text(encoding="utf-8"))
+        return
+    for it in result.iterations:
+        print(
+            f"iteration {it.n}: solved {it.solved_total} (+{it.solved_new}), "
+            f"held-out {100 * it.heldout.score:.1f}%"
+        )
+    print(f"stopped: {result.stop}; report: {result.report}")
+
+
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     """A PunieWarning is one line for the user; any other warning keeps Python's form."""
     if issubclass(category, PunieWarning):

@@ -104,6 +104,13 @@ FILE_KINDS: dict[str, tuple[str, Callable[[Path], bool]]] = {
         "not an eval suite Punie wrote",
         lambda p: _head(p).startswith(SUITE_HEADER.encode()),
     ),
+    "responses": (
+        "its first line is not a row `punie generate` wrote",
+        lambda p: (
+            re.match(rb'\{"id": .{0,2000}?, "sample": \d+, "provenance": \{', _head(p), re.S)
+            is not None
+        ),
+    ),
     "results": (
         "not a Punie eval results file",
         lambda p: re.match(rb'\{\s*"adapter": .*"cases": \[', _head(p), re.S) is not None,

@@ -532,6 +532,72 @@ def pairs(
     _written(o, as_json)
 
 
+@dataset_app.command("from-results")
+def from_results(
+    results: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Eval results files or run folders (the first sample of each case), or "
+            "`punie generate` output (.jsonl: every sample, scored when it came from a suite)."
+        ),
+    ],
+    out: Out,
+    passed_only: Annotated[
+        bool,
+        typer.Option("--passed-only", help="Keep only responses that passed (rejection sampling)."),
+    ] = False,
+    keep_reasoning: Annotated[
+        bool,
+        typer.Option(
+            "--keep-reasoning",
+            help="Keep the whole answer text (a teacher's reasoning, <think> blocks); by "
+            "default only the final answer or tool call is kept.",
+        ),
+    ] = False,
+    dedupe_against: Annotated[
+        list[Path] | None,
+        typer.Option(help="Training file or dataset folder: rows already there are dropped."),
+    ] = None,
+    suite: Annotated[
+        list[Path] | None,
+        typer.Option(help="Suite file a results file names (built-in suites are found by name)."),
+    ] = None,
+    against: Annotated[
+        list[str] | None,
+        typer.Option(help="Eval suite or dataset whose prompts must not leak; repeatable."),
+    ] = None,
+    n: Annotated[int, typer.Option(help="Words per n-gram (shorter prompts count whole).")] = 8,
+    threshold: Annotated[
+        float, typer.Option(help="Refuse a row holding at least this share of a prompt's n-grams.")
+    ] = 0.5,
+    as_json: Json = False,
+) -> None:
+    """SFT rows from scored responses: each response becomes the assistant turn after the
+    request it answered. With `--passed-only`, only verified ones (rejection sampling); rows
+    already in `--dedupe-against` files are dropped, rows overlapping `--against` refused."""
+    from punie.api import from_results as build
+
+    o = build(
+        results,
+        out,
+        suites=suite or (),
+        passed_only=passed_only,
+        keep_reasoning=keep_reasoning,
+        dedupe_against=dedupe_against or (),
+        against=against or (),
+        n=n,
+        threshold=threshold,
+    )
+    if not as_json:
+        removed = o.counts["removed"]
+        out_console.print(f"rows: {o.counts['rows']} of {o.counts['responses']} responses")
+        if removed:
+            out_console.print(
+                _table("removed", ["reason", "count"], [[k, v] for k, v in removed.items()])
+            )
+    _written(o, as_json)
+
+
 @dataset_app.command()
 def ablate(
     path: Annotated[
