@@ -319,7 +319,7 @@ def _start(config, server, heldout, cache, progress) -> EvalResult:
     if adapter is None and config.data and config.warmup_iters > 0:
         progress.step(f"iteration_0: warm-up SFT on {config.data} ({config.warmup_iters} iters)")
         tconfig = _train_config(config, Path(config.data), folder / "adapter", None)
-        adapter = str(_train(tconfig.with_(iters=config.warmup_iters)).parent.resolve())
+        adapter = str(_train(tconfig.with_(iters=config.warmup_iters)).resolve())
     progress.step("iteration_0: scoring the start on the held-out suite")
     result = _evaluate(server, config, heldout, adapter, folder, "start", cache)
     if not (folder / "metadata.json").is_file():
@@ -395,29 +395,18 @@ def run_loop(
                     )
                     break
                 data, stats = _dataset(config, n)
-                frm = _current_adapter(config, folder) if config.train_from == "continue" else None
-                progress.step(f"{folder.name}: training on {stats['train_rows']} rows")
-                adapter = _train(_train_config(config, data, folder / "adapter", frm))
+                adapter = _current_adapter(config, folder)
+                if stats["train_rows"]:  # nothing to train on: the model stays as it was
+                    frm = adapter if config.train_from == "continue" else None
+                    progress.step(f"{folder.name}: training on {stats['train_rows']} rows")
+                    tconfig = _train_config(config, data, folder / "adapter", frm)
+                    adapter = str(_train(tconfig).resolve())
                 progress.step(f"{folder.name}: scoring on the held-out suite")
-                result = _evaluate(
-                    server,
-                    config,
-                    heldout,
-                    str(adapter.parent.resolve()),
-                    folder,
-                    f"iteration_{n}",
-                    cache,
-                )
-                it = Iteration(
-                    n,
-                    new,
-                    len(solved) + new,
-                    distilled,
-                    stats["train_rows"],
-                    str(adapter.parent),
-                    result,
-                    round(time.monotonic() - t0, 3),
-                )
+                label = f"iteration_{n}"
+                result = _evaluate(server, config, heldout, adapter, folder, label, cache)
+                wall = round(time.monotonic() - t0, 3)
+                total = len(solved) + new
+                it = Iteration(n, new, total, distilled, stats["train_rows"], adapter, result, wall)
                 write_json(meta, _metadata(it))
             if it.solved_new == 0 and it.heldout is None:  # a stalled iteration, read back
                 stop = f"iteration {n} solved nothing new"

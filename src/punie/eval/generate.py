@@ -253,9 +253,8 @@ def generate(
     key = {
         "requested_model": target.model,
         "adapter": target.adapter,
-        "base_url": target.base_url,
         "sampling": sampling.as_dict(),
-    }
+    }  # not the URL: a managed server gets a new port each run
     wanted = {(r.id, s) for r in prompts.requests for s in range(samples)}
     done = _resumable(partial, key, wanted)
     cache = cache if cache is not None else ResponseCache(None)

@@ -1,0 +1,183 @@
+"""`punie loop`: the config's checks, and a real loop killed in iteration 2 that a rerun finishes
+without redoing iteration 1."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+import yaml
+
+from cli_support import PUNIE, one_line_error, punie
+from punie.data.sample import SYSTEM_PROMPT, TOOLS
+from punie.fsio import SUITE_HEADER
+
+
+def _case(cid: str, request: str, tool: str, arg: str, value: str) -> dict:
+    return {
+        "id": cid,
+        "messages": [{"role": "user", "content": request}],
+        "expect": {"calls": [{"name": tool, "arguments": {arg: [value]}}]},
+    }
+
+
+def _suite(path, name, cases):
+    suite = {
+        "name": name,
+        "kind": "tool_calling",
+        "system": SYSTEM_PROMPT,
+        "tools": TOOLS,
+        "cases": cases,
+    }
+    path.write_text(SUITE_HEADER + yaml.safe_dump(suite, sort_keys=False))
+    return path
+
+
+def _config(tmp_path, **changes) -> object:
+    # the reader adapter answers every request with read_file(a.py): it solves the first two
+    # problems and neither of the others
+    problems = _suite(
+        tmp_path / "problems.yaml",
+        "problems",
+        [
+            _case("p1", "Show me a.py", "read_file", "path", "a.py"),
+            _case("p2", "Please open a.py", "read_file", "path", "a.py"),
+            _case("p3", "List src", "list_dir", "path", "src"),
+            _case("p4", "Run make test", "run_command", "command", "make test"),
+        ],
+    )
+    heldout = _suite(
+        tmp_path / "heldout.yaml",
+        "heldout",
+        [
+            _case("h1", "Read the file a.py", "read_file", "path", "a.py"),
+            _case("h2", "What files are in docs?", "list_dir", "path", "docs"),
+        ],
+    )
+    lines = [
+        f'problems = "{problems}"',
+        f'heldout = "{heldout}"',
+        f'out = "{tmp_path / "loop"}"',
+        "max_iterations = 2",
+        "stop_when_stalled = false",
+        "samples = 2",
+        "temperature = 0.3",
+        "max_tokens = 40",
+        'train_from = "base"',
+        "cache = false",
+        *[f"{k} = {json.dumps(v)}" for k, v in changes.items()],
+        "[train]",
+        "iters = 4",
+        "batch_size = 1",
+        "rank = 4",
+        "scale = 5.0",
+        "learning_rate = 1e-3",
+        "max_seq_length = 512",
+        "save_every = 2",
+    ]
+    path = tmp_path / "loop.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_loop_config_refuses_unknown_keys_and_shared_prompts(tmp_path):
+    path = _config(tmp_path, model="m", adapter="a", sampels=3)
+    r = punie("loop", path)
+    assert "sampels: unknown key" in one_line_error(r)
+
+    path = _config(tmp_path, model="m")
+    heldout = tmp_path / "heldout.yaml"
+    _suite(heldout, "heldout", [_case("h1", "List src", "list_dir", "path", "src")])
+    r = punie("loop", path)
+    assert "case 'p3' is also in the held-out suite" in one_line_error(r)
+    assert not (tmp_path / "loop").exists()
+
+
+@pytest.fixture(scope="module")
+def reader_adapter(tiny_model, tmp_path_factory):
+    """A full fine-tune that answers the sample task's prompt (system prompt and four tools)
+    with read_file(a.py), as the parrot does for a bare prompt: it solves p1 and p2 only."""
+    from punie.data.sample import Example, chat_row
+    from punie.fsio import write_jsonl
+    from punie.train.config import TrainConfig
+    from punie.train.launch import start
+
+    root = tmp_path_factory.mktemp("reader")
+    rows = [chat_row(Example(r, "read_file", "a.py")) for r in ("Show me a.py", "Please open a.py")]
+    for split in ("train", "valid"):
+        write_jsonl(root / "data" / f"{split}.jsonl", rows * 2)
+    config = TrainConfig(
+        model=str(tiny_model),
+        data=str(root / "data"),
+        adapter_path=str(root / "adapter"),
+        fine_tune_type="full",
+        num_layers=-1,
+        learning_rate=3e-3,
+        batch_size=2,
+        iters=40,
+        mask_prompt=True,
+        max_seq_length=512,
+        steps_per_eval=1000,
+        val_batches=1,
+        save_every=1000,
+    )
+    return start(config, overwrite=True).adapter_path
+
+
+def _wait_for(path, proc, timeout=240.0) -> None:
+    end = time.monotonic() + timeout
+    while not path.exists():
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        assert time.monotonic() < end, f"{path} did not appear"
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+def test_loop_killed_in_iteration_2_continues_without_redoing_iteration_1(
+    tmp_path, tiny_model, reader_adapter
+):
+    path = _config(tmp_path, model=str(tiny_model), adapter=str(reader_adapter))
+    loop = tmp_path / "loop"
+    proc = subprocess.Popen(
+        [*PUNIE, "loop", str(path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        _wait_for(loop / "iteration_2" / "adapter" / "run.json", proc)  # training iteration 2
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    one = loop / "iteration_1"
+    assert (one / "metadata.json").is_file()
+    assert not (loop / "iteration_2" / "metadata.json").exists()
+    kept = {
+        p: p.stat().st_mtime_ns
+        for p in (
+            one / "metadata.json",
+            one / "solved" / "responses.jsonl",
+            one / "adapter" / "adapters.safetensors",
+            one / "evaluation" / "heldout.json",
+        )
+    }
+    meta = json.loads((one / "metadata.json").read_text())
+    assert meta["solved_new"] == 2 and meta["solved_total"] == 2
+
+    r = punie("loop", path, "--json", timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "iteration_1:" not in r.stderr  # no step of iteration 1 ran again
+    assert {p: p.stat().st_mtime_ns for p in kept} == kept
+    final = json.loads(r.stdout)
+    assert final["finished"] and final["stop"] == "max_iterations (2) reached"
+    assert [it["iteration"] for it in final["iterations"]] == [1, 2]
+    assert final["iterations"][1]["solved_new"] == 0  # p3, p4: the reader cannot
+    stats = json.loads((loop / "iteration_2" / "dataset_stats.json").read_text())
+    assert stats["train_rows"] == 2 and stats["solutions_by_iteration"] == {"1": 2, "2": 0}
+    for n in (0, 1, 2):
+        assert (loop / f"iteration_{n}" / "evaluation" / "heldout.json").is_file()
+    html = (loop / "report.html").read_text()
+    assert 'data-iteration="2"' in html and "McNemar" in html
