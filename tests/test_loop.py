@@ -181,3 +181,39 @@ def test_loop_killed_in_iteration_2_continues_without_redoing_iteration_1(
         assert (loop / f"iteration_{n}" / "evaluation" / "heldout.json").is_file()
     html = (loop / "report.html").read_text()
     assert 'data-iteration="2"' in html and "McNemar" in html
+
+
+def test_loop_report_shows_solved_scores_intervals_and_mcnemar_per_iteration(tmp_path):
+    from punie.report.loop import IterationRow, write_loop_report
+    from test_report import outcomes, run
+
+    rows = [
+        IterationRow(0, run("start", outcomes(2, 3))),
+        IterationRow(1, run("iteration_1", outcomes(6, 3)), 5, 5, 0, 125),
+        IterationRow(2, run("iteration_2", outcomes(9, 7)), 3, 8, 1, 128),
+    ]
+    path = write_loop_report(
+        tmp_path / "report.html", rows, title="Loop <b>x</b>", problems=20, stop="target"
+    )
+    html = path.read_text()
+    assert "Loop &lt;b&gt;x&lt;/b&gt;" in html  # escaped
+    assert "8/20 (+3)" in html and "5/20 (+5)" in html
+    # iteration 2 against 1: 3 + 4 cases gained, none lost; against the start: 7 + 4
+    assert "+35.0 pts</span>, p=0.0156 (7/0)" in html
+    assert "+55.0 pts</span>, p=0.000977 (11/0)" in html
+    assert 'data-iteration="2" data-score="0.8000"' in html
+
+
+@pytest.mark.slow
+def test_loop_report_renders_in_headless_chromium(tmp_path):
+    from punie.report.loop import IterationRow, write_loop_report
+    from test_report import CHROMIUM, _chromium, outcomes, run
+
+    if CHROMIUM is None:
+        pytest.skip("no Chromium")
+    rows = [IterationRow(0, run("start", outcomes(2, 3)))]
+    rows.append(IterationRow(1, run("iteration_1", outcomes(6, 3)), 5, 5, 0, 125))
+    path = write_loop_report(tmp_path / "r.html", rows, title="Rendered loop", problems=20)
+    dom = _chromium("--virtual-time-budget=2000", "--dump-dom", path.as_uri())
+    assert dom.returncode == 0, dom.stderr[-500:]
+    assert "<title>Rendered loop</title>" in dom.stdout and "45.0%" in dom.stdout

@@ -234,35 +234,28 @@ def _solve(config, server, problems, unsolved, folder, cache, progress) -> tuple
         return len(rows), sum(bool(r.get("distilled")) for r in rows)
     prompts = _subset(suite_prompts(problems, config.system), unsolved)
     student = Target(server.base_url, model=config.model, adapter=_current_adapter(config, folder))
-    progress.step(f"{folder.name}: sampling {len(unsolved)} unsolved problems × {config.samples}")
-    generate(
-        prompts,
-        student,
-        solved / "responses.jsonl",
+    options = dict(
         samples=config.samples,
         sampling=config.sampling,
         concurrency=config.concurrency,
         cache=cache,
     )
+    if not (solved / "responses.jsonl").is_file():  # a complete file: sampled before a kill
+        step = f"sampling {len(unsolved)} unsolved problems × {config.samples}"
+        progress.step(f"{folder.name}: {step}")
+        generate(prompts, student, solved / "responses.jsonl", **options)
     n = int(folder.name.split("_")[1])
     keep = config.keep_reasoning
     found = _answers(solved / "responses.jsonl", problems, n, distilled=False, keep_reasoning=keep)
     left = unsolved - {pid for pid, _ in found}
     distilled: list[tuple[str, dict]] = []
     if config.teacher_base_url and left:
-        progress.step(f"{folder.name}: asking the teacher for {len(left)} problems")
         teacher = Target(
             config.teacher_base_url, model=config.teacher_model, api_key=config.teacher_api_key
         )
-        generate(
-            _subset(prompts, left),
-            teacher,
-            solved / "teacher.jsonl",
-            samples=config.samples,
-            sampling=config.sampling,
-            concurrency=config.concurrency,
-            cache=cache,
-        )
+        if not (solved / "teacher.jsonl").is_file():
+            progress.step(f"{folder.name}: asking the teacher for {len(left)} problems")
+            generate(_subset(prompts, left), teacher, solved / "teacher.jsonl", **options)
         distilled = _answers(
             solved / "teacher.jsonl", problems, n, distilled=True, keep_reasoning=keep
         )
