@@ -82,6 +82,11 @@ def test_from_results_passed_only_keeps_exactly_the_passing_ones(tmp_path, capsy
     assert p["model"] == "teacher-7b" and p["requested_model"] == "teacher"
     assert p["sampling"]["temperature"] == 0.7 and p["time"]
     assert not (tmp_path / "responses.jsonl.partial").exists()
+    # the responses format `eval score` reads: scored again, the same verdicts
+    args = ["eval", "score", tmp_path / "suite.yaml", "--responses", out, "--json"]
+    code, stdout, err = run_main(args, capsys)
+    assert code == 0, err
+    assert [c["passed"] for c in json.loads(stdout)["cases"]] == [True, False, True, False]
 
     sft = tmp_path / "sft.jsonl"
     code, _, err = run_main(

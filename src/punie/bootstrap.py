@@ -28,7 +28,7 @@ from punie.eval.cache import ResponseCache, default_cache_dir
 from punie.eval.client import Target
 from punie.eval.generate import Prompts, generate, suite_prompts
 from punie.eval.runner import EvalResult, run_suite
-from punie.eval.solutions import Answer, sft_row
+from punie.eval.solutions import Answer, generated_answers, sft_row
 from punie.eval.suite import Suite
 from punie.fsio import read_jsonl, write_json, write_jsonl
 from punie.model.resolve import resolve_model
@@ -196,28 +196,15 @@ def _answers(
     rows_path: Path, suite: Suite, n: int, *, distilled: bool, keep_reasoning: bool
 ) -> list[tuple[str, dict]]:
     """(problem id, SFT row of its first passing sample) per problem solved in `rows_path`."""
-    first: dict[str, dict] = {}
-    for _, r in read_jsonl(rows_path):
-        if r.get("passed") is True and str(r["id"]) not in first:
-            first[str(r["id"])] = r
-    out = []
-    for pid, r in first.items():
-        answer = Answer(
-            where=f"{r.get('suite')}/{pid}#{r.get('sample', 0)}",
-            messages=tuple(r["messages"]),
-            tools=tuple(r.get("tools") or ()),
-            content=r.get("content") or "",
-            tool_calls=r.get("tool_calls"),
-            passed=True,
-            kind=suite.kind,
-            pattern=suite.answer_pattern,
-            model=(r.get("provenance") or {}).get("model"),
-        )
-        row = {**sft_row(answer, keep_reasoning), "problem": pid, "iteration": n}
-        if distilled:
-            row["distilled"] = True
-        out.append((pid, row))
-    return out
+    first: dict[str, Answer] = {}
+    for answer in generated_answers(rows_path, {suite.name: suite}):
+        if answer.passed and answer.id not in first:
+            first[answer.id] = answer
+    marks = {"distilled": True} if distilled else {}
+    return [
+        (pid, {**sft_row(a, keep_reasoning), "problem": pid, "iteration": n, **marks})
+        for pid, a in first.items()
+    ]
 
 
 def _subset(prompts: Prompts, ids: set[str]) -> Prompts:

@@ -49,6 +49,7 @@ class Answer:
     kind: str | None = None  # the suite's kind, for what "the final answer" is
     pattern: str = DEFAULT_PATTERN
     model: str | None = None  # who answered, where known
+    id: str | None = None  # the case or prompt row answered
 
 
 def final_message(answer: Answer, keep_reasoning: bool = False) -> dict:
@@ -99,6 +100,7 @@ def result_answers(
                 kind=suite.kind,
                 pattern=suite.answer_pattern,
                 model=result.answered_model or result.model,
+                id=str(c.id),
             )
 
 
@@ -122,6 +124,7 @@ def generated_answers(path: Path, suites: dict[str, Suite]) -> Iterator[Answer]:
             kind=suite.kind if suite else None,
             pattern=suite.answer_pattern if suite else DEFAULT_PATTERN,
             model=provenance.get("model") or provenance.get("requested_model"),
+            id=str(row.get("id")),
         )
 
 
