@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from cli_support import PUNIE, one_line_error, punie
+from openai_stub import completion, scripted_server
 from punie.data.sample import SYSTEM_PROMPT, TOOLS
 from punie.fsio import SUITE_HEADER
 
@@ -128,6 +129,17 @@ def reader_adapter(tiny_model, tmp_path_factory):
     return start(config, overwrite=True).adapter_path
 
 
+def _teacher_call(body: dict) -> dict:
+    """The right call for p3 and p4; for anything else, a wrong one."""
+    asked = body["messages"][-1]["content"]
+    name, args = {
+        "List src": ("list_dir", {"path": "src"}),
+        "Run make test": ("run_command", {"command": "make test"}),
+    }.get(asked, ("read_file", {"path": "nope"}))
+    call = {"type": "function", "function": {"name": name, "arguments": json.dumps(args)}}
+    return {"role": "assistant", "content": "", "tool_calls": [call]}
+
+
 def _wait_for(path, proc, timeout=240.0) -> None:
     end = time.monotonic() + timeout
     while not path.exists():
@@ -140,7 +152,17 @@ def _wait_for(path, proc, timeout=240.0) -> None:
 def test_loop_killed_in_iteration_2_continues_without_redoing_iteration_1(
     tmp_path, tiny_model, reader_adapter
 ):
-    path = _config(tmp_path, model=str(tiny_model), adapter=str(reader_adapter))
+    # the teacher solves the two problems the student cannot; target 5 of 4 is never reached,
+    # so iteration 2 runs (and is killed) with nothing left to solve
+    teacher = scripted_server(lambda body: completion("teacher-x", _teacher_call(body)))
+    path = _config(
+        tmp_path,
+        model=str(tiny_model),
+        adapter=str(reader_adapter),
+        teacher_base_url=f"http://127.0.0.1:{teacher.server_port}/v1",
+        teacher_model="teacher",
+        target_solved=5,
+    )
     loop = tmp_path / "loop"
     proc = subprocess.Popen(
         [*PUNIE, "loop", str(path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -152,6 +174,7 @@ def test_loop_killed_in_iteration_2_continues_without_redoing_iteration_1(
     finally:
         if proc.poll() is None:
             proc.kill()
+        teacher.shutdown()
     one = loop / "iteration_1"
     assert (one / "metadata.json").is_file()
     assert not (loop / "iteration_2" / "metadata.json").exists()
@@ -165,7 +188,12 @@ def test_loop_killed_in_iteration_2_continues_without_redoing_iteration_1(
         )
     }
     meta = json.loads((one / "metadata.json").read_text())
-    assert meta["solved_new"] == 2 and meta["solved_total"] == 2
+    assert (meta["solved_new"], meta["solved_total"], meta["distilled"]) == (4, 4, 2)
+    rows = [json.loads(line) for line in (one / "solved" / "rows.jsonl").read_text().splitlines()]
+    assert {(r["problem"], r.get("distilled", False)) for r in rows} == {
+        ("p1", False), ("p2", False), ("p3", True), ("p4", True),
+    }  # fmt: skip
+    assert {r["source"] for r in rows if r.get("distilled")} == {"teacher-x"}
 
     r = punie("loop", path, "--json", timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
@@ -174,9 +202,10 @@ def test_loop_killed_in_iteration_2_continues_without_redoing_iteration_1(
     final = json.loads(r.stdout)
     assert final["finished"] and final["stop"] == "max_iterations (2) reached"
     assert [it["iteration"] for it in final["iterations"]] == [1, 2]
-    assert final["iterations"][1]["solved_new"] == 0  # p3, p4: the reader cannot
+    assert final["iterations"][1]["solved_new"] == 0  # nothing was left to solve
     stats = json.loads((loop / "iteration_2" / "dataset_stats.json").read_text())
-    assert stats["train_rows"] == 2 and stats["solutions_by_iteration"] == {"1": 2, "2": 0}
+    assert stats["train_rows"] == 4 and stats["distilled"] == 2
+    assert stats["solutions_by_iteration"] == {"1": 4, "2": 0}
     for n in (0, 1, 2):
         assert (loop / f"iteration_{n}" / "evaluation" / "heldout.json").is_file()
     html = (loop / "report.html").read_text()

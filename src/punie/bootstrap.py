@@ -219,6 +219,9 @@ def _solve(config, server, problems, unsolved, folder, cache, progress) -> tuple
     if rows_path.is_file():
         rows = [r for _, r in read_jsonl(rows_path)]
         return len(rows), sum(bool(r.get("distilled")) for r in rows)
+    if not unsolved:
+        write_jsonl(rows_path, [])
+        return 0, 0
     prompts = _subset(suite_prompts(problems, config.system), unsolved)
     student = Target(server.base_url, model=config.model, adapter=_current_adapter(config, folder))
     options = dict(
