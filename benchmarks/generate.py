@@ -111,7 +111,7 @@ def main() -> None:
             f"{max(times[who]) - min(times[who]):.2f}", f"{n / med:.1f}", f"{tok:.0f}",
             f"{1000 * statistics.median(cpus[who]) / n:.2f}",
         )  # fmt: skip
-    Console().print(table)
+    Console(width=150).print(table)
     best = min(times["bare"]) / min(times["punie"])
     med = statistics.median(times["bare"]) / statistics.median(times["punie"])
     print(f"throughput ratio punie/bare: best {best:.3f}, median {med:.3f} (target >= 0.9)")
