@@ -66,6 +66,7 @@ class LoopConfig:
     concurrency: int = 4
     teacher_base_url: str | None = None
     teacher_model: str | None = None
+    teacher_adapter: str | None = None  # an mlx_lm.server teacher: the adapter each request names
     teacher_api_key: str | None = None
     cache: bool = True
 
@@ -241,7 +242,10 @@ def _solve(config, server, problems, unsolved, folder, cache, progress) -> tuple
     distilled: list[tuple[str, dict]] = []
     if config.teacher_base_url and left:
         teacher = Target(
-            config.teacher_base_url, model=config.teacher_model, api_key=config.teacher_api_key
+            config.teacher_base_url,
+            model=config.teacher_model,
+            adapter=config.teacher_adapter,
+            api_key=config.teacher_api_key,
         )
         if not (solved / "teacher.jsonl").is_file():
             progress.step(f"{folder.name}: asking the teacher for {len(left)} problems")
