@@ -215,3 +215,23 @@ def test_generate_against_a_second_local_server_records_its_model(tmp_path, tiny
         assert p["base_url"] == teacher.base_url and p["identity"]["model_hash"]
         assert row["messages"][-1]["content"].startswith("Hi ")
     assert json.loads(r.stdout)["answered_model"] == str(tiny_model)
+
+
+def test_from_results_reads_eval_results_files_rebuilding_prompts_from_the_suite(tmp_path, capsys):
+    server = scripted_server(lambda body: completion("m-1", _call("a.py")))
+    suite = _suite(tmp_path / "suite.yaml", ["a.py", "b.py"])
+    try:
+        url = f"http://127.0.0.1:{server.server_port}"
+        args = ["eval", "run", suite, "-m", "m", "--base-url", url, "--run-dir", tmp_path / "r"]
+        code, _, err = run_main([*args, "--no-cache", "--json"], capsys)
+        assert code == 0, err
+    finally:
+        server.shutdown()
+    sft = tmp_path / "sft.jsonl"
+    args = ["dataset", "from-results", tmp_path / "r", "--suite", suite, "--passed-only"]
+    code, _, err = run_main([*args, "-o", sft], capsys)
+    assert code == 0, err
+    (row,) = _rows(sft)
+    assert row["id"] == "reads/read-a.py" and row["source"] == "m-1"
+    assert row["messages"][0] == {"role": "user", "content": "Show me the file a.py"}
+    assert row["messages"][-1]["tool_calls"][0]["function"]["arguments"] == {"path": "a.py"}
