@@ -25,7 +25,7 @@ from punie.errors import EvalError, PunieError
 from punie.eval.cache import ResponseCache, cache_key
 from punie.eval.client import REQUEST_TIMEOUT_S, ChatClient, Reply, Target
 from punie.eval.identity import identify
-from punie.eval.scoring import score
+from punie.eval.scoring import SCORERS, score
 from punie.eval.suite import Case, Suite
 from punie.eval.verdict import Response
 from punie.fsio import atomic_file, check_file_replaceable, read_jsonl, read_jsonl_tolerant
@@ -68,8 +68,18 @@ def _with_system(messages: list[dict], system: str | None) -> list[dict]:
 
 
 def suite_prompts(suite: Suite, system: str | None = None) -> Prompts:
+    if suite.kind not in SCORERS:
+        raise EvalError(
+            f"{suite.path}: a {suite.kind} suite is answered over several turns or graded "
+            "(`punie eval run`), not by single sampled responses"
+        )
     requests = tuple(
-        Request(case.id, tuple(_with_system(suite.messages_for(case), system)), suite.tools, case)
+        Request(
+            case.id,
+            tuple(_with_system(suite.messages_for(case), system)),
+            suite.tools_for(case),
+            case,
+        )
         for case in suite.cases
     )
     return Prompts(requests, suite)

@@ -93,7 +93,7 @@ def result_answers(
             yield Answer(
                 where=f"{result.suite}/{c.id}",
                 messages=tuple(suite.messages_for(case)),
-                tools=tuple(suite.tools),
+                tools=tuple(suite.tools_for(case)),
                 content=c.content,
                 tool_calls=c.tool_calls,
                 passed=c.passed,
