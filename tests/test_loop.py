@@ -97,6 +97,13 @@ def test_loop_config_refuses_unknown_keys_and_shared_prompts(tmp_path):
     assert "case 'p3' is also in the held-out suite" in one_line_error(r)
     assert not (tmp_path / "loop").exists()
 
+    _config(tmp_path, model="m")  # the held-out suite as it was
+    (tmp_path / "loop").mkdir()
+    (tmp_path / "loop" / "notes.txt").write_text("mine")
+    r = punie("loop", path)
+    assert "is not a punie loop folder (it holds notes.txt)" in one_line_error(r)
+    assert (tmp_path / "loop" / "notes.txt").read_text() == "mine"
+
 
 @pytest.fixture(scope="module")
 def reader_adapter(tiny_model, tmp_path_factory):

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from punie.errors import ConfigError
+from punie.errors import ConfigError, PunieError
 from punie.eval.cache import ResponseCache, default_cache_dir
 from punie.eval.client import Target
 from punie.eval.generate import Prompts, generate, suite_prompts
@@ -348,8 +348,10 @@ def run_loop(
     progress = progress or LoopProgress()
     problems, heldout = Suite.load(config.problems), Suite.load(config.heldout)
     _check_disjoint(problems, heldout)
-    config = _resolved(config)
     out = Path(config.out)
+    earlier = _earlier_loop(out)
+    config = _resolved(config)
+    _check_same_loop(out, earlier, config)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "config.json", asdict(config))
     target = config.target_solved or len(problems.cases)
@@ -410,6 +412,40 @@ def run_loop(
                 break
     report, final = _write_reports(config, problems, start, iterations, stop)
     return LoopResult(out, start, tuple(iterations), stop, report, final)
+
+
+SAME_LOOP = ("model", "problems", "heldout", "adapter", "data", "train_from")
+
+
+def _earlier_loop(out: Path) -> dict | None:
+    """The config of the loop `out` holds (None for a new or empty folder); a folder that holds
+    anything else is refused before any work, so nothing of the user's is overwritten."""
+    if out.exists() and not out.is_dir():
+        raise PunieError(f"{out}: is a file; the loop needs a folder")
+    held = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    if not held:
+        return None
+    try:
+        earlier = json.loads((out / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        earlier = None
+    if not isinstance(earlier, dict) or "problems" not in earlier:
+        raise PunieError(
+            f"{out}: is not empty and is not a punie loop folder (it holds {held[0]}); "
+            "pick another `out`"
+        )
+    return earlier
+
+
+def _check_same_loop(out: Path, earlier: dict | None, config: LoopConfig) -> None:
+    """A rerun continues the loop in `out` only with the same model, suites, start and data."""
+    now = asdict(config)
+    changed = [k for k in SAME_LOOP if earlier is not None and earlier.get(k) != now[k]]
+    if changed:
+        raise PunieError(
+            f"{out}: holds a loop with another {changed[0]} ({earlier.get(changed[0])!r}); "
+            "pick another `out` to start a new loop"
+        )
 
 
 def _resolved(config: LoopConfig) -> LoopConfig:
