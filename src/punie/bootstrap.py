@@ -225,7 +225,9 @@ def _solve(config, server, problems, unsolved, folder, cache, progress) -> tuple
         return 0, 0
     prompts = _subset(suite_prompts(problems, config.system), unsolved)
     student = Target(server.base_url, model=config.model, adapter=_current_adapter(config, folder))
+    n = int(folder.name.split("_")[1])
     options = dict(
+        first_sample=(n - 1) * config.samples,  # fresh samples each iteration, not cached ones
         samples=config.samples,
         sampling=config.sampling,
         concurrency=config.concurrency,
@@ -235,7 +237,6 @@ def _solve(config, server, problems, unsolved, folder, cache, progress) -> tuple
         step = f"sampling {len(unsolved)} unsolved problems × {config.samples}"
         progress.step(f"{folder.name}: {step}")
         generate(prompts, student, solved / "responses.jsonl", **options)
-    n = int(folder.name.split("_")[1])
     keep = config.keep_reasoning
     found = _answers(solved / "responses.jsonl", problems, n, distilled=False, keep_reasoning=keep)
     left = unsolved - {pid for pid, _ in found}

@@ -186,7 +186,7 @@ async def _generate(
     prompts: Prompts,
     target: Target,
     *,
-    samples: int,
+    numbers: range,
     sampling: Sampling,
     concurrency: int,
     cache: ResponseCache,
@@ -228,9 +228,7 @@ async def _generate(
                 on_row(row)
             return row
 
-        jobs = [
-            one(r, s) for r in prompts.requests for s in range(samples) if (r.id, s) not in done
-        ]
+        jobs = [one(r, s) for r in prompts.requests for s in numbers if (r.id, s) not in done]
         outcomes = await asyncio.gather(*jobs, return_exceptions=True)
     rows = [o for o in outcomes if isinstance(o, dict)]
     failed = [o for o in outcomes if not isinstance(o, dict)]
@@ -248,8 +246,12 @@ def generate(
     cache: ResponseCache | None = None,
     request_timeout: float = REQUEST_TIMEOUT_S,
     on_row: Callable[[dict], None] | None = None,
+    first_sample: int = 0,
 ) -> Generated:
     """Ask `target` for `samples` responses to every request of `prompts`; write them to `out`.
+
+    Samples are numbered from `first_sample` (the cache keys on the number): a caller that asks
+    the same model again for fresh samples (the loop, each iteration) starts past the last ones.
 
     An `out.partial` left by an interrupted run with the same model, adapter and sampling is
     continued; a request that fails stops the run with one line, keeping every sample so far."""
@@ -265,7 +267,8 @@ def generate(
         "adapter": target.adapter,
         "sampling": sampling.as_dict(),
     }  # not the URL: a managed server gets a new port each run
-    wanted = {(r.id, s) for r in prompts.requests for s in range(samples)}
+    numbers = range(first_sample, first_sample + samples)
+    wanted = {(r.id, s) for r in prompts.requests for s in numbers}
     done = _resumable(partial, key, wanted)
     cache = cache if cache is not None else ResponseCache(None)
     t0 = datetime.now(UTC)
@@ -279,7 +282,7 @@ def generate(
             _generate(
                 prompts,
                 target,
-                samples=samples,
+                numbers=numbers,
                 sampling=sampling,
                 concurrency=concurrency,
                 cache=cache,
@@ -299,7 +302,7 @@ def generate(
             f"{kept} kept in {partial}; run again to continue"
         )
     by_key = {**done, **{(r["id"], r["sample"]): r for r in rows}}
-    ordered = [by_key[(r.id, s)] for r in prompts.requests for s in range(samples)]
+    ordered = [by_key[(r.id, s)] for r in prompts.requests for s in numbers]
     with atomic_file(out, kind="responses") as f:
         for row in ordered:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
