@@ -308,7 +308,8 @@ def _start(config, server, heldout, cache, progress) -> EvalResult:
         progress.step(f"iteration_0: warm-up SFT on {config.data} ({config.warmup_iters} iters)")
         tconfig = _train_config(config, Path(config.data), folder / "adapter", None)
         adapter = str(_train(tconfig.with_(iters=config.warmup_iters)).resolve())
-    progress.step("iteration_0: scoring the start on the held-out suite")
+    if not (folder / "evaluation" / f"{heldout.name}.json").is_file():
+        progress.step("iteration_0: scoring the start on the held-out suite")
     result = _evaluate(server, config, heldout, adapter, folder, "start", cache)
     if not (folder / "metadata.json").is_file():
         write_json(
