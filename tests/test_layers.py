@@ -46,12 +46,14 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ),
     ("backends", ("punie.backends",)),
     ("train", ("punie.train",)),
-    ("plugins", ("punie_peft",)),
     ("serve", ("punie.serve",)),
     ("eval", ("punie.eval",)),
     ("report", ("punie.report",)),
     # Training that evaluates inside itself (GRPO rewards, select_by): above eval and serve.
     ("rl", ("punie.rl",)),
+    # The peft backend: found through entry points only, and its GRPO rewards with the eval
+    # scorers (punie.rl.reward), so it sits above them.
+    ("plugins", ("punie_peft",)),
     ("orchestration", ("punie.session", "punie.demo", "punie.bootstrap")),
     ("api", ("punie.api",)),  # and the package's own __init__, which re-exports it
     ("cli", ("punie.cli", "punie.__main__")),

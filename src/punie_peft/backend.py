@@ -18,6 +18,7 @@ from punie.train.callbacks import TrainingEvents
 from punie.train.config import TrainConfig
 from punie.train.rundir import RunDir
 from punie_peft import mapping
+from punie_peft.convert import start_kind
 from punie_peft.launcher import Launch, accelerate_command, run_accelerate
 from punie_peft.libraries import library_versions, missing_libraries
 from punie_peft.merge import fuse_run
@@ -74,8 +75,13 @@ class PeftBackend:
         bits = mapping.quantize_bits(config)
         if bits and config.fine_tune_type == "full":
             raise BackendError("quantize: 4-bit QLoRA trains an adapter; use lora or dora")
+        if config.from_adapter and config.method != "grpo":
+            raise BackendError(
+                "from_adapter: backend peft continues from an adapter for method grpo only "
+                "(train sft/dpo afresh)"
+            )
         if config.from_adapter:
-            raise BackendError("from_adapter: not supported by backend peft yet (train afresh)")
+            start_kind(config)
         plan = launch_plan(config)
         if plan is not None:
             accelerate_command(plan, Path("."))  # refuses a bad plan before anything starts

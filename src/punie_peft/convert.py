@@ -168,3 +168,20 @@ def write_mlx_adapter(peft_dir: Path, run_dir: Path, num_hidden_layers: int) -> 
     weights, mlx_config = peft_to_mlx(_load(peft_dir / PEFT_WEIGHTS), config, num_hidden_layers)
     _save(run_dir, MLX_WEIGHTS, weights)
     write_json(run_dir / CONFIG, mlx_config)
+
+
+def start_kind(config: Any) -> str:
+    """The fine-tune type of `from_adapter` (mlx-lm's format), refused unless it is the config's."""
+    folder = Path(config.from_adapter or "")
+    meta = folder / "adapter_config.json"
+    if not meta.is_file():
+        raise BackendError(f"from_adapter: {meta}: missing (an adapter folder in mlx-lm's format)")
+    kind = json.loads(meta.read_text(encoding="utf-8")).get("fine_tune_type", "lora")
+    if kind not in ("lora", "full"):
+        raise BackendError(f"from_adapter: {folder}: {kind} adapters cannot start a peft GRPO run")
+    if kind != config.fine_tune_type:
+        raise BackendError(
+            f"from_adapter: {folder} is a {kind} adapter but fine_tune_type is "
+            f"{config.fine_tune_type!r}; set fine_tune_type = {kind!r}"
+        )
+    return kind

@@ -29,7 +29,11 @@ DEFAULT_LORA_KEYS = (
     "mlp.up_proj",
     "mlp.down_proj",
 )
-METHODS = ("sft", "dpo")
+METHODS = ("sft", "dpo", "grpo")
+# Punie's advantage -> TRL's (loss_type, scale_rewards): `grpo` averages the loss over the
+# batch's completion tokens (TRL's "dapo"; the same as "bnpo" with one process and no gradient
+# accumulation) and divides by the group's std; `dr_grpo` divides by a constant, no std.
+ADVANTAGES = {"grpo": ("dapo", "group"), "dr_grpo": ("dr_grpo", "none")}
 SCHEDULES = {"constant": "constant", "linear": "linear", "cosine": "cosine"}
 OPTIMIZERS = {"adam": "adamw_torch", "adamw": "adamw_torch", "sgd": "sgd", "adafactor": "adafactor"}
 
@@ -162,6 +166,37 @@ def trainer_kwargs(config: Any, out: Path, *, use_cpu: bool, has_valid: bool) ->
         **steps,
     }
     return kwargs
+
+
+def grpo_kwargs(config: Any) -> dict[str, Any]:
+    """GRPOConfig(**trainer_kwargs(...), **grpo_kwargs(config)): Punie's GRPO keys in TRL's terms.
+
+    One Punie iteration is one rollout batch (`batch_size` prompts × `group_size` completions)
+    and `updates_per_rollout` optimizer updates on it; a TRL step is one update. So the step
+    counts are multiplied by μ, and a TRL batch counts completions, not prompts.
+    """
+    if config.advantage not in ADVANTAGES:
+        raise ConfigError(f"advantage: {config.advantage!r} is not one of grpo, dr_grpo")
+    loss_type, scale_rewards = ADVANTAGES[config.advantage]
+    mu = int(config.updates_per_rollout)
+    return {
+        "max_steps": config.iters * mu,
+        "logging_steps": config.steps_per_report * mu,
+        "logging_first_step": mu == 1,  # logs fall on whole iterations
+        "per_device_train_batch_size": config.batch_size * config.group_size,
+        "num_generations": config.group_size,
+        "max_completion_length": config.max_completion_tokens,
+        "temperature": float(config.temperature),
+        "top_p": 1.0,
+        "top_k": 0,  # plain temperature sampling, as mlx_lm's make_sampler(temp)
+        "beta": float(config.kl_beta),
+        "epsilon": float(config.clip_epsilon),
+        "num_iterations": mu,
+        "loss_type": loss_type,
+        "scale_rewards": scale_rewards,
+        "mask_truncated_completions": False,  # a cut completion still trains, as on MLX
+        "log_completions": False,  # rollouts.jsonl has them
+    }
 
 
 def dpo_kwargs(config: Any) -> dict[str, Any]:

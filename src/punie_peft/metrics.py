@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import resource
 import time
+from dataclasses import replace
 from typing import Any
 
 from transformers import TrainerCallback
@@ -29,12 +30,39 @@ def peak_memory_gb() -> float:
     return peak_rss_bytes(current(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) / 1e9
 
 
+# GRPOTrainer's log keys -> the MetricsRecord fields the MLX trainer fills. TRL's reward_std is
+# over the whole batch (sample std), as Punie's (population std); `rollout_*` are
+# `punie_peft.grpo`'s own.
+GRPO_LOG_KEYS = {
+    "reward": "reward_mean",
+    "reward_std": "reward_std",
+    "rewards/format_reward/mean": "format_reward_mean",
+    "frac_reward_zero_std": "zero_variance_fraction",
+    "kl": "kl",
+    "clip_ratio/region_mean": "clip_fraction",
+    "completions/mean_length": "completion_length",
+    "rollout_time": "rollout_time",
+    "rollout_tokens_per_second": "rollout_tokens_per_second",
+}
+
+
+def grpo_fields(logs: dict[str, Any]) -> dict[str, float]:
+    """The GRPO fields of a GRPOTrainer log ({} for other trainers' logs)."""
+    if "reward" not in logs:
+        return {}
+    found = {field: float(logs[key]) for key, field in GRPO_LOG_KEYS.items() if key in logs}
+    found.setdefault("format_reward_mean", 0.0)  # no format term: it paid nothing, as on MLX
+    if "step_time" in logs and "rollout_time" in found:
+        found["update_time"] = max(float(logs["step_time"]) - found["rollout_time"], 0.0)
+    return found
+
+
 def record_from_log(
     logs: dict[str, Any], step: int, tokens: int, tokens_per_s: float, steps_per_s: float
 ) -> MetricsRecord | None:
     """One Trainer log dict -> one metrics record, or None for logs that are neither."""
     if "loss" in logs:
-        return MetricsRecord.train(
+        record = MetricsRecord.train(
             step,
             train_loss=logs["loss"],
             learning_rate=logs.get("learning_rate", 0.0),
@@ -43,6 +71,7 @@ def record_from_log(
             trained_tokens=tokens,
             peak_memory=round(peak_memory_gb(), 3),
         )
+        return replace(record, **grpo_fields(logs))
     if "eval_loss" in logs:
         return MetricsRecord.validation(
             step, val_loss=logs["eval_loss"], val_time=float(logs.get("eval_runtime", 0.0))
@@ -53,8 +82,16 @@ def record_from_log(
 class MetricsWriter(TrainerCallback):
     """Appends a record to the run's metrics.jsonl on every train/eval log, and tells `events`."""
 
-    def __init__(self, run: RunDir, events: TrainingEvents | None = None, stage: str = "sft"):
+    def __init__(
+        self,
+        run: RunDir,
+        events: TrainingEvents | None = None,
+        stage: str = "sft",
+        steps_per_iteration: int = 1,
+    ):
         self.run = run
+        # GRPO: a Punie iteration is one rollout batch, `steps_per_iteration` Trainer steps
+        self.per = max(int(steps_per_iteration), 1)
         self.events = events or TrainingCallback()
         self.stage = stage
         self.records: list[MetricsRecord] = []
@@ -64,12 +101,14 @@ class MetricsWriter(TrainerCallback):
     def on_train_begin(self, args, state, control, **kwargs):
         if state.is_world_process_zero:
             self._log = MetricsLog(self.run.metrics, fresh=True)
-            self.events.on_stage_start(self.stage, state.global_step, state.max_steps)
+            self.events.on_stage_start(
+                self.stage, state.global_step // self.per, state.max_steps // self.per
+            )
         self._last = (time.monotonic(), state.num_input_tokens_seen or 0, state.global_step)
 
     def on_step_end(self, args, state, control, **kwargs):
         if state.is_world_process_zero:
-            self.events.on_step(state.global_step)
+            self.events.on_step(state.global_step // self.per)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not logs or not state.is_world_process_zero:
@@ -81,9 +120,10 @@ class MetricsWriter(TrainerCallback):
             then, before, step_before = self._last
             elapsed = max(now - then, 1e-9)
             tokens_per_s = (tokens - before) / elapsed
-            steps_per_s = (state.global_step - step_before) / elapsed
+            steps_per_s = (state.global_step - step_before) / self.per / elapsed
             self._last = (now, tokens, state.global_step)
-        record = record_from_log(logs, state.global_step, tokens, tokens_per_s, steps_per_s)
+        step = state.global_step // self.per
+        record = record_from_log(logs, step, tokens, tokens_per_s, steps_per_s)
         if record is None:
             return
         self.records.append(record)
@@ -98,4 +138,4 @@ class MetricsWriter(TrainerCallback):
         if self._log is not None:
             self._log.close()
             self._log = None
-            self.events.on_stage_end(self.stage, state.global_step, "completed")
+            self.events.on_stage_end(self.stage, state.global_step // self.per, "completed")

@@ -1,4 +1,5 @@
-"""Training in this process with TRL: SFT (LoRA, DoRA, QLoRA, full) and DPO, into a run folder.
+"""Training in this process with TRL: SFT (LoRA, DoRA, QLoRA, full), DPO and GRPO, into a run
+folder.
 
 This is the edge where torch, transformers, peft and trl meet; everything it decides comes from the
 pure mapping in `punie_peft.mapping`. Under `accelerate launch` every process runs `train_here`;
@@ -25,7 +26,12 @@ from punie.model.resolve import resolve_model
 from punie.train.callbacks import TrainingEvents
 from punie.train.rundir import RunDir
 from punie_peft import mapping
-from punie_peft.convert import write_mlx_adapter
+from punie_peft.convert import (
+    MLX_WEIGHTS,
+    convert_mlx_to_peft,
+    start_kind,
+    write_mlx_adapter,
+)
 from punie_peft.libraries import library_versions
 from punie_peft.merge import keep_base_config
 from punie_peft.metrics import MetricsWriter
@@ -81,6 +87,34 @@ def _freeze_for_full(model, num_layers: int) -> None:
             p.requires_grad = True
 
 
+def start_from_adapter(model, config: Any, model_dir: Path, scratch: Path, bits: int | None):
+    """The policy at the start of a GRPO run: the base plus `from_adapter`, an adapter folder in
+    mlx-lm's format (an MLX run's or a peft LoRA run's folder), which is also the reference.
+
+    A LoRA is converted to PEFT and trained on; TRL keeps a frozen copy of it as the reference.
+    A full fine-tune's weights are loaded into the base and saved to `scratch`, then loaded from
+    there, because TRL builds the reference by loading the policy's own path again.
+    """
+    folder, kind = Path(config.from_adapter), start_kind(config)
+    weights = folder / MLX_WEIGHTS
+    if kind == "lora":
+        from peft import PeftModel
+
+        peft_dir = convert_mlx_to_peft(folder, scratch / "from_adapter", str(model_dir))
+        return PeftModel.from_pretrained(model, peft_dir, is_trainable=True)
+    from safetensors.torch import load_file
+
+    state = model.state_dict()
+    loaded = load_file(weights)
+    for name, value in loaded.items():
+        if name not in state or tuple(state[name].shape) != tuple(value.shape):
+            raise BackendError(f"from_adapter: {weights}: {name} does not fit {model_dir}")
+    model.load_state_dict({k: v.to(state[k].dtype) for k, v in loaded.items()}, strict=False)
+    start = scratch / "start"
+    model.save_pretrained(start, safe_serialization=True)
+    return load_model(start, bits=bits)
+
+
 def _split(data: Path, name: str) -> Path | None:
     path = data / f"{name}.jsonl"
     return path if path.exists() else None
@@ -112,11 +146,13 @@ def train_here(config: Any, run: RunDir, events: TrainingEvents | None = None) -
         )
     if bits:
         _check_qlora()
-    data = Path(config.data)
-    train_path = _split(data, "train")
-    if train_path is None:
-        raise BackendError(f"data: {data / 'train.jsonl'}: missing")
-    valid_path = _split(data, "valid")
+    train_path = valid_path = None
+    if method != "grpo":  # GRPO's prompts are reward_suite's cases
+        data = Path(config.data)
+        train_path = _split(data, "train")
+        if train_path is None:
+            raise BackendError(f"data: {data / 'train.jsonl'}: missing")
+        valid_path = _split(data, "valid")
     model_dir = resolve_model(config.model)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     if tokenizer.pad_token is None:
@@ -133,16 +169,21 @@ def train_here(config: Any, run: RunDir, events: TrainingEvents | None = None) -
     )
     torch.manual_seed(config.seed)
     model = load_model(model_dir, bits=bits)
+    if config.from_adapter:  # GRPO only (check() refuses it elsewhere)
+        model = start_from_adapter(model, config, model_dir, run.trainer_scratch / "punie", bits)
     num_layers = model.config.num_hidden_layers
     peft_config = None
     if config.fine_tune_type == "full":
         _freeze_for_full(model, config.num_layers)
+    elif config.from_adapter:
+        pass  # already a PeftModel with its trainable adapter
     else:
         from peft import LoraConfig
 
         peft_config = LoraConfig(**mapping.lora_config_kwargs(config, num_layers))
 
-    writer = MetricsWriter(run, events, stage=method)
+    mu = config.updates_per_rollout if method == "grpo" else 1
+    writer = MetricsWriter(run, events, stage=method, steps_per_iteration=mu)
     started = time.time()
     if method == "dpo":
         from trl import DPOConfig, DPOTrainer
@@ -157,6 +198,26 @@ def train_here(config: Any, run: RunDir, events: TrainingEvents | None = None) -
             processing_class=tokenizer,
             peft_config=peft_config,
             callbacks=[writer],
+        )
+    elif method == "grpo":
+        from trl import GRPOConfig
+
+        from punie_peft.grpo import ScorerRewards, grpo_trainer_class, load_suite, prompt_rows
+
+        suite = load_suite(config)
+        rewards = ScorerRewards(suite, mode=config.reward, format_weight=config.format_reward)
+        args.pop("max_length")  # GRPO bounds the prompt (checked) and max_completion_length
+        trainer = grpo_trainer_class()(
+            model=model,
+            reward_funcs=rewards.functions(),
+            args=GRPOConfig(**{**args, **mapping.grpo_kwargs(config)}),
+            train_dataset=Dataset.from_list(prompt_rows(suite, tokenizer, config)),
+            processing_class=tokenizer,
+            peft_config=peft_config,
+            callbacks=[writer],
+            rewards=rewards,
+            rollouts=run.rollouts,
+            mu=mu,
         )
     else:
         from trl import SFTConfig, SFTTrainer
@@ -194,7 +255,8 @@ def _save(trainer, tokenizer, config: Any, run: RunDir, model_dir: Path, num_lay
             keep_base_config(model_dir, tmp)  # float32 weights; mlx_lm reads the old keys
         return run.model
     with atomic_dir(run.peft, kind="adapter") as tmp:
-        trainer.model.save_pretrained(tmp, safe_serialization=True)
+        # GRPO from an adapter adds TRL's frozen "ref" copy beside it: keep the trained one only
+        trainer.model.save_pretrained(tmp, safe_serialization=True, selected_adapters=["default"])
     if config.fine_tune_type == "lora":
         write_mlx_adapter(run.peft, run.adapter, num_layers)
         return run.adapter
@@ -210,7 +272,8 @@ def _write_backend_record(run: RunDir, adapter, started, trainer, method) -> Non
             "adapter": str(adapter),
             "peft_adapter": str(run.peft) if run.peft.is_dir() else None,
             "wall_s": round(time.time() - started, 2),
-            "iterations": trainer.state.global_step,
+            # a GRPO iteration is one rollout batch and its `num_iterations` updates
+            "iterations": trainer.state.global_step // getattr(trainer.args, "num_iterations", 1),
             "device": str(trainer.args.device),
             "num_processes": trainer.args.world_size,
             "versions": library_versions(),
