@@ -126,7 +126,7 @@ def _grpo_config(tmp_path, tiny_model, parrot_adapter, **changes) -> dict:
         "num_layers": -1,
         "batch_size": 2,
         "group_size": 4,
-        "temperature": 1.0,
+        "temperature": 1.5,  # the parrot is sure of itself: at 1.0 every group agrees
         "max_completion_tokens": 24,
         "kl_beta": 0.1,
         "format_reward": 0.1,
@@ -190,6 +190,8 @@ def test_peft_grpo_run_from_the_sft_adapter_writes_reward_metrics_and_rollouts(
         assert 0 < r["completion_length"] <= 24
         assert 0 <= r["format_reward_mean"] <= r["reward_mean"] <= 1.1
     assert train[0]["kl"] == pytest.approx(0.0, abs=1e-6)  # the policy starts as the reference
+    assert train[0]["zero_variance_fraction"] < 1  # some group had a spread: it trained
+    assert train[1]["kl"] > 0  # and moved the policy away from the reference
 
     rows = [json.loads(x) for x in (run_dir / "rollouts.jsonl").read_text().splitlines()]
     assert len(rows) == 2 * 2 * 4  # iterations × prompts × group

@@ -181,7 +181,7 @@ def grpo_kwargs(config: Any) -> dict[str, Any]:
     mu = int(config.updates_per_rollout)
     return {
         "max_steps": config.iters * mu,
-        "logging_steps": config.steps_per_report * mu,
+        "logging_steps": mu,  # a report every iteration, as the MLX trainer
         "logging_first_step": mu == 1,  # logs fall on whole iterations
         "per_device_train_batch_size": config.batch_size * config.group_size,
         "num_generations": config.group_size,

@@ -138,7 +138,8 @@ def train_command(
     `best/` (lowest validation loss, or the best score on the `select_by` suite), `checkpoint/`,
     `metrics.jsonl` and `run.json`. `--method grpo` continues an SFT adapter (`--from-adapter`)
     with GRPO: prompts and rewards from `--set reward_suite=SUITE`, scored as `punie eval` scores
-    them; every sampled completion goes to `rollouts.jsonl` (see docs/training.md).
+    them; every sampled completion goes to `rollouts.jsonl` (see docs/training.md). With
+    `--backend peft` the same config runs through TRL's GRPOTrainer, rewarded by the same scorers.
     Ctrl-C stops cleanly and keeps the checkpoint: continue with `punie train --resume NAME`.
     """
     from punie import api
