@@ -44,7 +44,7 @@ def test_backends_command_lists_peft_with_what_it_supports():
         check=True,
     )
     rows = {r["name"]: r for r in json.loads(out.stdout)}
-    assert rows["peft"]["methods"] == ["sft", "dpo"]
+    assert rows["peft"]["methods"] == ["sft", "dpo", "grpo"]
     assert rows["peft"]["multi_process"] is True
     assert set(rows["peft"]["fine_tune_types"]) == {"lora", "dora", "full"}
     assert "mlx" in rows
