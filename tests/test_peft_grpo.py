@@ -140,8 +140,15 @@ def _grpo_config(tmp_path, tiny_model, parrot_adapter, **changes) -> dict:
     }
 
 
-def test_peft_refuses_select_by_in_one_line(tmp_path, tiny_model, parrot_adapter):
-    config = _grpo_config(tmp_path, tiny_model, parrot_adapter)
+def _full_adapter(folder):
+    """An adapter folder as far as the checks before training read it."""
+    folder.mkdir()
+    (folder / "adapter_config.json").write_text(json.dumps({"fine_tune_type": "full"}))
+    return folder
+
+
+def test_peft_refuses_select_by_in_one_line(tmp_path, tiny_model):
+    config = _grpo_config(tmp_path, tiny_model, _full_adapter(tmp_path / "start"))
     config["select_by"] = config["reward_suite"]  # a real suite: refused for the backend
     (tmp_path / "g.json").write_text(json.dumps(config))
     result = punie("train", tmp_path / "g.json", "--runs-dir", tmp_path / "runs", "--name", "g")
@@ -150,10 +157,9 @@ def test_peft_refuses_select_by_in_one_line(tmp_path, tiny_model, parrot_adapter
     assert not (tmp_path / "runs" / "g").exists()
 
 
-def test_peft_refuses_a_from_adapter_of_another_type_in_one_line(
-    tmp_path, tiny_model, parrot_adapter
-):
-    config = _grpo_config(tmp_path, tiny_model, parrot_adapter, fine_tune_type="lora")
+def test_peft_refuses_a_from_adapter_of_another_type_in_one_line(tmp_path, tiny_model):
+    start = _full_adapter(tmp_path / "start")
+    config = _grpo_config(tmp_path, tiny_model, start, fine_tune_type="lora")
     (tmp_path / "g.json").write_text(json.dumps(config))
     result = punie("train", tmp_path / "g.json", "--runs-dir", tmp_path / "runs", "--name", "g")
     assert result.returncode != 0
@@ -168,8 +174,8 @@ def test_peft_grpo_run_from_the_sft_adapter_writes_reward_metrics_and_rollouts(
     pytest.importorskip("trl")
     (tmp_path / "g.json").write_text(json.dumps(_grpo_config(tmp_path, tiny_model, parrot_adapter)))
     result = punie(
-        "train", tmp_path / "g.json", "--runs-dir", tmp_path / "runs", "--name", "g", "--json",
-        timeout=600,
+        "train", tmp_path / "g.json", "--backend", "peft", "--method", "grpo",
+        "--runs-dir", tmp_path / "runs", "--name", "g", "--json", timeout=600,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     record = json.loads(result.stdout)
