@@ -55,7 +55,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     # scorers (punie.rl.reward), so it sits above them.
     ("plugins", ("punie_peft",)),
     ("orchestration", ("punie.session", "punie.demo", "punie.bootstrap")),
-    ("api", ("punie.api",)),  # and the package's own __init__, which re-exports it
+    ("api", ("punie.api", "punie.sweep")),  # and the package's own __init__, which re-exports it
     ("cli", ("punie.cli", "punie.__main__")),
 )
 RANK = {name: i for i, (name, _) in enumerate(LAYERS)}

@@ -173,3 +173,19 @@ def test_backend_options_are_typed_and_an_unknown_key_is_one_line():
     message = str(e.value)
     assert message.startswith("extra.lanucher: not an option of backend peft (its options: ")
     assert "launcher" in message and "num_processes" in message and "\n" not in message
+
+
+def test_max_grad_norm_key_sets_the_trainers_clipping_and_the_old_extra_still_works():
+    assert mapping.grad_norm_limit(_config()) == 0.0
+    assert mapping.grad_norm_limit(_config(max_grad_norm=0.5)) == 0.5
+    assert mapping.grad_norm_limit(_config(extra={"max_grad_norm": 2.0})) == 2.0
+
+
+def test_trainer_logs_map_grad_norm_and_token_accuracy_into_the_shared_records():
+    from punie_peft.metrics import record_from_log
+
+    logs = {"loss": 1.5, "learning_rate": 1e-4, "grad_norm": 0.8, "mean_token_accuracy": 0.25}
+    train = record_from_log(logs, 10, 100, 50.0, 2.0)
+    assert (train.grad_norm, train.token_accuracy) == (0.8, 0.25)
+    val = record_from_log({"eval_loss": 1.2, "eval_mean_token_accuracy": 0.5}, 10, 100, 0, 0)
+    assert val.val_token_accuracy == 0.5 and val.val_loss == 1.2

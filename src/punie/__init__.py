@@ -58,6 +58,8 @@ _EXPORTS: dict[str, str] = {
     "run_config": "punie.api:run_config",
     "default_run_dir": "punie.api:default_run_dir",
     "fuse": "punie.api:fuse",
+    "compare_training_runs": "punie.api:compare_training_runs",
+    "sweep": "punie.api:sweep",
     "get_backend": "punie.backends:get_backend",
     "Run": "punie.api:Run",
     "TrainConfig": "punie.train.config:TrainConfig",

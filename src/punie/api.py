@@ -34,12 +34,16 @@ from punie.eval.solutions import write_sft_rows
 from punie.eval.suite import Suite
 from punie.model.resolve import resolve_model
 from punie.report.html import write_report as write_html
+from punie.report.runs import RunComparison, write_runs_page
+from punie.report.runs import compare_runs as compare_run_folders
 from punie.sampling import DEFAULT_SAMPLING, Sampling
 from punie.serve.server import STARTUP_TIMEOUT_S, Server
 from punie.session import EvalPlan, EvalRun, load_results, results_files, run_eval
+from punie.sweep import SweepResult, SweepRun, parse_grid
+from punie.sweep import sweep as run_sweep
 from punie.train import runs
 from punie.train.callbacks import TrainingEvents
-from punie.train.config import TrainConfig, resolve_config
+from punie.train.config import TrainConfig, parse_override, resolve_config
 from punie.train.launch import RunResult, start
 from punie.train.rundir import RunDir
 
@@ -149,6 +153,59 @@ def fuse(
     return backend.fuse(
         run_dir, Path(out), checkpoint=checkpoint, dequantize=dequantize, gguf=gguf, parity=parity
     )
+
+
+def compare_training_runs(
+    names: Iterable[Path | str],
+    *,
+    runs_dir: Path | str = runs.DEFAULT_RUNS_DIR,
+    out: Path | str | None = None,
+) -> RunComparison:
+    """Training runs (names under `runs_dir`, or run folders) side by side: the config keys that
+    differ, each run's final metrics and loss curves; with `out`, also one HTML page there."""
+    folders = [runs.find_run(n, runs_dir) for n in names]
+    if len(folders) < 2:
+        raise PunieError("runs compare: name at least two runs")
+    comparison = compare_run_folders(folders)
+    if out is not None:
+        names_shown = ", ".join(r.name for r in comparison.runs)
+        write_runs_page(out, comparison, title=f"Punie runs: {names_shown}")
+    return comparison
+
+
+def sweep(
+    config: TrainConfig | Path | str,
+    grid: Mapping[str, list[Any]] | Iterable[str],
+    *,
+    name: str | None = None,
+    runs_dir: Path | str = runs.DEFAULT_RUNS_DIR,
+    select_by: str | None = None,
+    sets: Iterable[str] | None = None,
+    events: TrainingEvents | None = None,
+    on_run: Callable[[SweepRun], None] | None = None,
+    cache_dir: Path | None = None,
+) -> SweepResult:
+    """Train every point of `grid` ({key: values}, or `"key=v1,v2"` items) on top of `config` (a
+    config file or a TrainConfig), one run at a time, in `runs_dir/name` (default: the config
+    file's stem, or "sweep"); rank the runs
+    by `select_by` (a held-out suite, scored on each run's adapter with `evaluate`) or by
+    validation loss; write sweep.json and sweep.html there. A rerun skips finished runs."""
+    points = dict(grid) if isinstance(grid, Mapping) else parse_grid(list(grid))
+    default = "sweep" if isinstance(config, TrainConfig) else Path(config).stem
+    folder = Path(runs_dir) / (name or default)
+    overrides = dict(parse_override(item) for item in sets or [])
+
+    def train_one(cfg: TrainConfig, resume: bool, overwrite: bool) -> RunResult:
+        return start(cfg, events=events, resume=resume, overwrite=overwrite)
+
+    def score(suite: str, cfg: TrainConfig, adapter: Path, out: Path) -> float:
+        result = evaluate(suite, cfg.model, adapter, run_dir=out, cache_dir=cache_dir)
+        return result.score
+
+    return run_sweep(
+        config, points, folder=folder, train=train_one, select_by=select_by, score=score,
+        sets=overrides, on_run=on_run,
+    )  # fmt: skip
 
 
 def evaluate(

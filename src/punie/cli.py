@@ -13,8 +13,17 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.console import Console, RenderableType
+from rich.progress import (
+    BarColumn,
+    Progress,
+    ProgressColumn,
+    SpinnerColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.text import Text
 
 from punie import __version__
 from punie.backends.cli import backends_command
@@ -23,7 +32,7 @@ from punie.errors import PunieError, PunieWarning, TrainingInterrupted
 from punie.eval.cli import app as eval_app
 from punie.fsio import DISK_ERRNOS
 from punie.serve.cli import serve as serve_command
-from punie.train.cli import fuse_command, runs_app, train_command
+from punie.train.cli import fuse_command, runs_app, sweep_command, train_command
 
 console = Console(stderr=True)
 
@@ -45,6 +54,7 @@ model_app = typer.Typer(help="Build or fetch models (the embedded tiny model, hu
 app.add_typer(model_app, name="model")
 app.add_typer(dataset_app, name="dataset")
 app.command("train")(train_command)
+app.command("sweep")(sweep_command)
 app.add_typer(runs_app, name="runs")
 app.command("fuse")(fuse_command)
 app.command("serve")(serve_command)
@@ -83,6 +93,19 @@ def model_resolve(
     from punie.model.resolve import resolve_model
 
     print(resolve_model(name))
+
+
+class StepsColumn(ProgressColumn):
+    """`done/total` for a step of known size; a spinner for one with none (never `1/None`)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._spinner = SpinnerColumn(finished_text="✓")
+
+    def render(self, task: Task) -> RenderableType:
+        if task.total is None:
+            return self._spinner.render(task)
+        return Text(f"{int(task.completed)}/{int(task.total)}")
 
 
 class _RichProgress:
@@ -125,7 +148,7 @@ def demo(
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
+        StepsColumn(),
         TimeElapsedColumn(),
     )
     with Progress(*columns, console=console, disable=as_json) as progress:

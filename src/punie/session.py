@@ -1,8 +1,10 @@
 """`punie eval`: one call from suites and a model to results files and a report.
 
-It starts a managed mlx_lm.server (unless given `base_url`), runs every suite for the base model
-and/or each adapter through that one server (each request names its adapter), writes one results
-JSON per suite and variant into the run folder beside the server's log, and renders the report.
+It starts a managed mlx_lm.server (unless given `base_url`, or unless the response cache already
+holds every answer the plan asks for: then no server starts at all), runs every suite for the base
+model and/or each adapter through that one server (each request names its adapter), writes one
+results JSON per suite and variant into the run folder beside the server's log, and renders the
+report.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pathlib import Path
 from punie.errors import EvalError, warn
 from punie.eval.cache import ResponseCache, default_cache_dir
 from punie.eval.client import REQUEST_TIMEOUT_S, Target
-from punie.eval.runner import CaseResult, EvalResult, run_suite
+from punie.eval.runner import CaseResult, EvalResult, fully_cached, run_suite
 from punie.eval.suite import Suite
 from punie.fsio import check_file_replaceable, file_in, safe_file_name
 from punie.model.resolve import resolve_model
@@ -147,6 +149,23 @@ def grader_target(plan: EvalPlan, suite: Suite, base_url: str) -> Target | None:
     return Target(base_url, spec.model, spec.adapter, api_key=plan.api_key)
 
 
+def _adapter_path(plan: EvalPlan, adapter: str | None) -> str | None:
+    """What requests name: a managed server's adapter by absolute path, as it loads it."""
+    return str(Path(adapter).resolve()) if adapter and not plan.base_url else adapter
+
+
+def _all_cached(plan: EvalPlan, suites: list[Suite], model: str, cache: ResponseCache) -> bool:
+    """Whether every (suite, variant) answer of a managed-server plan is in the cache, so the
+    server (seconds to start) need not start at all."""
+    targets = [
+        Target("", model, _adapter_path(plan, adapter), constrain=plan.constrain)
+        for adapter in plan.adapters
+    ]
+    return all(
+        fully_cached(suite, target, plan.sampling, cache) for target in targets for suite in suites
+    )
+
+
 def run_eval(plan: EvalPlan, on_case: Callable[[str, CaseResult], None] | None = None) -> EvalRun:
     """Evaluate every (suite, variant) pair of `plan`; `on_case(label, result)` reports progress."""
     suites = [Suite.load(s) for s in plan.suites]
@@ -174,7 +193,8 @@ def run_eval(plan: EvalPlan, on_case: Callable[[str, CaseResult], None] | None =
     model = plan.model
     if plan.base_url is None:
         model = str(resolve_model(plan.model))
-    log = run_dir / "server.log" if plan.base_url is None else None
+    managed = plan.base_url is None and not _all_cached(plan, suites, model, cache)
+    log = run_dir / "server.log" if managed else None
     server_ctx = (
         Server(
             model,
@@ -183,22 +203,20 @@ def run_eval(plan: EvalPlan, on_case: Callable[[str, CaseResult], None] | None =
             startup_timeout=plan.startup_timeout,
             constrain=plan.constrain,
         )
-        if plan.base_url is None
+        if managed
         else contextlib.nullcontext()
     )
     results, files, taken = [], [], set()
     with server_ctx as server:
-        base_url = plan.base_url or server.base_url
+        # "": every answer is in the cache, so no server was started and none is asked.
+        base_url = plan.base_url or (server.base_url if server else "")
         for adapter in plan.adapters:
             label = variant_label(adapter, taken, _served_id(plan))
             taken.add(label)
-            adapter_path = (
-                str(Path(adapter).resolve()) if adapter and not plan.base_url else adapter
-            )
             target = Target(
                 base_url,
                 model=model,
-                adapter=adapter_path,
+                adapter=_adapter_path(plan, adapter),
                 api_key=plan.api_key,
                 constrain=plan.constrain,
             )

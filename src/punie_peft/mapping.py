@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from punie.errors import ConfigError
+from punie.train.config import effective_num_layers
 from punie_peft.options import DEVICES, peft_options
 
 # The projections mlx-lm turns into LoRA layers in a Qwen2/Llama block when the config names none.
@@ -48,9 +49,11 @@ def lora_scale(alpha: float, rank: int, use_rslora: bool = False) -> float:
     return float(alpha) / (int(rank) ** 0.5 if use_rslora else int(rank))
 
 
-def lora_layers(num_layers: int, num_hidden_layers: int) -> list[int]:
-    """The block indices mlx-lm adapts: the last `num_layers` (-1 or more than exist: all)."""
-    n = num_hidden_layers if num_layers < 0 else min(num_layers, num_hidden_layers)
+def lora_layers(num_layers: int | None, num_hidden_layers: int) -> list[int]:
+    """The block indices mlx-lm adapts: the last `num_layers` (None: 16; -1 or more than exist:
+    all)."""
+    n = effective_num_layers(num_layers, num_hidden_layers)
+    n = num_hidden_layers if n < 0 else n
     return list(range(num_hidden_layers - n, num_hidden_layers))
 
 
@@ -68,6 +71,14 @@ def lora_config_kwargs(config: Any, num_hidden_layers: int) -> dict[str, Any]:
         "bias": "none",
         "task_type": "CAUSAL_LM",
     }
+
+
+def grad_norm_limit(config: Any) -> float:
+    """The Trainer's max_grad_norm: the config's key, else the older `extra.max_grad_norm`; 0 (no
+    clipping, as mlx-lm) when neither is set."""
+    if getattr(config, "max_grad_norm", None):
+        return float(config.max_grad_norm)
+    return float(peft_options(config).max_grad_norm)
 
 
 def method(config: Any) -> str:
@@ -146,7 +157,7 @@ def trainer_kwargs(config: Any, out: Path, *, use_cpu: bool, has_valid: bool) ->
         "learning_rate": config.learning_rate,
         "optim": _optimizer(config),
         "weight_decay": float(config.weight_decay or 0.0),
-        "max_grad_norm": float(peft_options(config).max_grad_norm),  # 0: no clipping, as mlx-lm
+        "max_grad_norm": grad_norm_limit(config),
         "seed": config.seed,
         "data_seed": config.seed,
         "max_length": config.max_seq_length,

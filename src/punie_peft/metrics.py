@@ -1,9 +1,11 @@
 """Trainer logs -> `MetricsRecord`s in metrics.jsonl, through the same `MetricsLog` as MLX.
 
 A Trainer log with `loss` is a training report (with `learning_rate`, tokens and iterations per
-second since the last report, `trained_tokens` so far and `peak_memory` in GB); one with
-`eval_loss` is a validation report (`val_time` is the Trainer's `eval_runtime`). Only the main
-process writes, so a multi-process run has one file.
+second since the last report, `trained_tokens` so far and `peak_memory` in GB, the Trainer's
+`grad_norm` and TRL's `mean_token_accuracy`); one with `eval_loss` is a validation report
+(`val_time` is the Trainer's `eval_runtime`, `val_token_accuracy` TRL's eval accuracy). TRL's
+accuracy is the mean of per-batch accuracies, MLX's the hits over all tokens of the report.
+Only the main process writes, so a multi-process run has one file.
 """
 
 from __future__ import annotations
@@ -70,11 +72,16 @@ def record_from_log(
             iterations_per_second=round(steps_per_s, 4),
             trained_tokens=tokens,
             peak_memory=round(peak_memory_gb(), 3),
+            grad_norm=logs.get("grad_norm"),
+            token_accuracy=logs.get("mean_token_accuracy"),
         )
         return replace(record, **grpo_fields(logs))
     if "eval_loss" in logs:
         return MetricsRecord.validation(
-            step, val_loss=logs["eval_loss"], val_time=float(logs.get("eval_runtime", 0.0))
+            step,
+            val_loss=logs["eval_loss"],
+            val_time=float(logs.get("eval_runtime", 0.0)),
+            token_accuracy=logs.get("eval_mean_token_accuracy"),
         )
     return None
 

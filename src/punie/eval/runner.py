@@ -363,6 +363,22 @@ async def _run(
     return done, failed, answered
 
 
+def fully_cached(suite: Suite, target: Target, sampling: Sampling, cache: ResponseCache) -> bool:
+    """Whether the cache holds every answer `run_suite` would ask `target` for: then no server
+    needs to run at all. An agent suite's later turns and a graded suite's grader calls depend
+    on answers not yet seen, so those suites always count as not cached."""
+    if cache.folder is None or suite.kind in ("agent", "graded"):
+        return False
+    identity = identify(target.model, target.adapter)
+    how = _key_sampling(target, sampling)
+    return all(
+        cache.get(cache_key(identity, suite.messages_for(case), suite.tools_for(case), how, s))
+        is not None
+        for case in suite.cases
+        for s in range(suite.samples)
+    )
+
+
 def run_suite(
     suite: Suite,
     target: Target,
@@ -431,7 +447,7 @@ def run_suite(
         cases=tuple(done),
         identity=identity.as_dict(),
         pass_at_k=pass_k,
-        base_url=target.base_url,
+        base_url=target.base_url or None,  # "": answered from the cache, no server asked
         started=started,
         wall_s=round(time.perf_counter() - t0, 3),
         metrics=str(metrics) if metrics else None,

@@ -19,7 +19,7 @@ from typing import Any
 from punie.backends.base import Capabilities, FuseResult, parse_options
 from punie.errors import ConfigError
 from punie.train.callbacks import TrainingEvents
-from punie.train.config import TrainConfig
+from punie.train.config import TrainConfig, effective_num_layers
 from punie.train.fuse import fuse_run
 from punie.train.mlx import run_worker, worker_module
 from punie.train.rundir import RunDir, adapter_config_file
@@ -75,12 +75,6 @@ class MLXBackend:
         self.options(config)
         cfg = model_config(config.model)
         if cfg is not None:
-            layers = cfg.get("num_hidden_layers")
-            if layers and config.num_layers > layers:
-                raise ConfigError(
-                    f"num_layers: {config.num_layers} is more than the model's {layers} layers "
-                    "(use -1 for all)"
-                )
             if config.fine_tune_type == "full" and is_quantized(cfg):
                 raise ConfigError(
                     "fine_tune_type: full fine-tuning needs an unquantized model; "
@@ -150,6 +144,12 @@ def check_target_modules(config: Any, modules: set[str]) -> None:
             )
 
 
+def _num_layers(config: Any) -> int:
+    """The blocks this run will adapt, as its adapter_config.json will say."""
+    cfg = model_config(config.model) or {}
+    return effective_num_layers(config.num_layers, cfg.get("num_hidden_layers"))
+
+
 _IN_LAYER = re.compile(r"layers\.\d+\.(.+)$")
 
 
@@ -166,7 +166,7 @@ def check_adapter_fits(config: Any) -> None:
     lora = earlier.get("lora_parameters") or {}
     pairs = [
         ("fine_tune_type", earlier.get("fine_tune_type", "lora"), config.fine_tune_type),
-        ("num_layers", earlier.get("num_layers"), config.num_layers),
+        ("num_layers", earlier.get("num_layers"), _num_layers(config)),
     ]
     if config.fine_tune_type != "full":
         pairs.append(("rank", lora.get("rank"), config.rank))

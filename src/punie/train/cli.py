@@ -187,6 +187,68 @@ def train_command(
     print(result.run_dir)
 
 
+def sweep_command(
+    config_file: Annotated[
+        Path, typer.Argument(help="The config every run starts from (.toml, .yaml or .json).")
+    ],
+    grid: Annotated[
+        list[str],
+        typer.Option(
+            "--grid", "-g", help="key=value1,value2 (repeat for more keys; every combination runs)."
+        ),
+    ],
+    select_by: Annotated[
+        str | None,
+        typer.Option(
+            help="A held-out eval suite (file or built-in name) scored on each run's adapter; "
+            "default: rank by the best validation loss."
+        ),
+    ] = None,
+    name: Annotated[
+        str | None,
+        typer.Option(help="Sweep name: its runs go to RUNS_DIR/NAME (default: the config stem)."),
+    ] = None,
+    runs_dir: RunsDir = runs.DEFAULT_RUNS_DIR,
+    sets: Annotated[
+        list[str] | None, typer.Option("--set", help="key=value on top of the config file.")
+    ] = None,
+    as_json: AsJson = False,
+) -> None:
+    """Train a grid of runs, one at a time, and rank them: a table, sweep.json and sweep.html
+    (the runs compared, the best marked). Run it again after an interrupt: finished runs are
+    skipped, an interrupted one resumes from its checkpoint.
+
+    Example: punie sweep base.toml --grid learning_rate=1e-4,2e-4 --grid rank=8,16"""
+    from punie import api
+
+    def on_run(run) -> None:
+        if not as_json:
+            detail = f" ({run.error})" if run.error else ""
+            console.print(f"{run.name}: {run.action}, {run.status}{detail}", highlight=False)
+
+    result = api.sweep(
+        config_file,
+        grid,
+        name=name,
+        runs_dir=runs_dir,
+        select_by=select_by,
+        sets=sets,
+        on_run=on_run,
+    )
+    if as_json:
+        print(json.dumps(result.to_dict(), indent=2))
+        return
+    table = Table(title=f"sweep {result.folder} ranked by {result.ranking.by}")
+    for column in ("#", "run", result.ranking.by, "status", ""):
+        table.add_column(column)
+    status = {r.name: r.status for r in result.runs}
+    for i, (run_name, score) in enumerate(result.ranking.rows, start=1):
+        mark = "best" if run_name == result.ranking.best else ""
+        table.add_row(str(i), run_name, _fmt(score, ".4f"), status[run_name], mark)
+    Console().print(table)
+    print(result.page)
+
+
 def _fmt(value: Any, spec: str = ".3f") -> str:
     return "-" if value is None else format(value, spec)
 
@@ -270,6 +332,51 @@ def _samples_table(samples: dict[str, Any]) -> Table:
                 Text(r["completion"][:160]),  # model output: shown as text, never as markup
             )
     return table
+
+
+@runs_app.command("compare")
+def runs_compare(
+    names: Annotated[
+        list[str], typer.Argument(help="Two or more runs: names under --runs-dir, or run folders.")
+    ],
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", "-o", help="The HTML page (default: RUNS_DIR/compare.html); '-' for none."
+        ),
+    ] = None,
+    runs_dir: RunsDir = runs.DEFAULT_RUNS_DIR,
+    as_json: AsJson = False,
+) -> None:
+    """Runs side by side: the config keys that differ, final metrics (losses, token accuracy,
+    grad norm, wall time, memory) and every run's loss curves, as a table and one self-contained
+    HTML page.
+
+    Example: punie runs compare lr-1e-4 lr-2e-4 --out compare.html"""
+    from punie import api
+    from punie.report.runs import FINAL_KEYS, shown
+
+    page = None if out == Path("-") else (out or Path(runs_dir) / "compare.html")
+    comparison = api.compare_training_runs(names, runs_dir=runs_dir, out=page)
+    if as_json:
+        print(json.dumps({**comparison.to_dict(), "page": str(page) if page else None}, indent=2))
+        return
+    table = Table(title="config differences" if comparison.differences else "same config")
+    table.add_column("key", style="bold")
+    for run in comparison.runs:
+        table.add_column(run.name)
+    for key, values in comparison.differences.items():
+        table.add_row(key, *(shown(v) for v in values))
+    Console().print(table)
+    final = Table(title="final metrics")
+    final.add_column("metric", style="bold")
+    for run in comparison.runs:
+        final.add_column(run.name, justify="right")
+    for key in FINAL_KEYS:
+        final.add_row(key, *(shown(run.final[key]) for run in comparison.runs))
+    Console().print(final)
+    if page:
+        print(page)
 
 
 def fuse_command(

@@ -76,7 +76,13 @@ class TrainConfig:
         default=20.0, metadata=_help("mlx_lm's LoRA multiplier (PEFT's alpha = scale × rank)")
     )
     dropout: float = field(default=0.0, metadata=_help("LoRA dropout"))
-    num_layers: int = field(default=16, metadata=_help("last N blocks adapted; -1 for all"))
+    num_layers: int | None = field(
+        default=None,
+        metadata=_help(
+            "last N blocks adapted; -1 for all; more than the model has means all (with a warning)",
+            shown="min(16, the model's layers)",
+        ),
+    )
     target_modules: tuple[str, ...] | None = field(
         default=None,
         metadata=_help(
@@ -114,6 +120,21 @@ class TrainConfig:
         default=False, metadata=_help("train only on assistant turns, **all of them** (see below)")
     )
     grad_checkpoint: bool = field(default=False, metadata=_help("trade compute for memory"))
+    max_grad_norm: float | None = field(
+        default=None,
+        metadata=_help(
+            "clip gradients to this global L2 norm (both backends); the norm before clipping is "
+            "logged as `grad_norm`",
+            shown="no clipping",
+        ),
+    )
+    nan_patience: int = field(
+        default=1,
+        metadata=_help(
+            "a NaN or infinite gradient skips its update (a warning); this many such steps in "
+            "a row stop the run (status failed)"
+        ),
+    )
     seed: int = field(
         default=0,
         metadata=_help("seeds numpy and MLX in mlx_lm's order; 0 to 2³²−1 (numpy's range)"),
@@ -324,6 +345,7 @@ def _check_values(c: TrainConfig) -> None:
         "steps_per_report",
         "steps_per_eval",
         "save_every",
+        "nan_patience",
     ):
         if getattr(c, name) < 1:
             raise ConfigError(f"{name}: must be at least 1, got {getattr(c, name)}")
@@ -335,7 +357,9 @@ def _check_values(c: TrainConfig) -> None:
         raise ConfigError(f"scale: must be positive, got {c.scale}")
     if c.weight_decay is not None and c.weight_decay < 0:
         raise ConfigError(f"weight_decay: must be at least 0, got {c.weight_decay}")
-    if c.num_layers == 0 or c.num_layers < -1:
+    if c.max_grad_norm is not None and c.max_grad_norm <= 0:
+        raise ConfigError(f"max_grad_norm: must be positive, got {c.max_grad_norm}")
+    if c.num_layers is not None and (c.num_layers == 0 or c.num_layers < -1):
         raise ConfigError(f"num_layers: must be -1 (all) or at least 1, got {c.num_layers}")
     if c.val_batches == 0 or c.val_batches < -1:
         raise ConfigError(f"val_batches: must be -1 (all) or at least 1, got {c.val_batches}")
@@ -379,6 +403,18 @@ def _check_grpo(c: TrainConfig) -> None:
         raise ConfigError(
             "grad_accumulation_steps: grpo takes one rollout batch a step; leave it 1"
         )
+
+
+DEFAULT_NUM_LAYERS = 16  # mlx_lm's
+
+
+def effective_num_layers(requested: int | None, model_layers: int | None) -> int:
+    """The blocks a run adapts: `requested` (None: mlx_lm's 16), at most the model's count; -1
+    (all) stays -1, as mlx_lm's adapter_config.json writes it."""
+    n = DEFAULT_NUM_LAYERS if requested is None else requested
+    if n < 0 or not model_layers:
+        return n
+    return min(n, model_layers)
 
 
 def read_config_file(path: Path | str) -> dict[str, Any]:

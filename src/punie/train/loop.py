@@ -8,6 +8,8 @@ so the point where it asks for the next batch is the point between two steps. Th
 - writes checkpoints every `save_every` steps, and on SIGTERM/SIGINT before stopping;
 - with `select_by`, scores each saved checkpoint with a selector (a held-out suite, run by the
   caller) and keeps the highest-scoring one in `best/` instead;
+- warns about an update the optimizer skipped for a NaN or infinite gradient
+  (`punie.train.guard`), and stops after `nan_patience` of them in a row;
 - stops a run whose loss, validation loss or weights went NaN or infinite: the last checkpoint
   (written only from finite weights) is kept, and nothing is saved from non-finite weights.
 
@@ -86,18 +88,55 @@ class Loop:
 
     def on_train_loss_report(self, info: dict[str, Any]) -> None:
         iteration = self.start + int(info["iteration"])
-        if not math.isfinite(float(info["train_loss"])):
-            self.fail(iteration, f"the training loss is {info['train_loss']}")
+        window = self.optimizer.take_window() if hasattr(self.optimizer, "take_window") else None
+        loss = float(info["train_loss"])
+        if not math.isfinite(loss):
+            # A skipped step's NaN is in mlx_lm's mean; the window's mean leaves it out.
+            streak = window.streak if window else 0
+            if window is None or streak >= self.config.nan_patience:
+                note = self.streak_note()
+                self.fail(iteration, f"the training loss is {info['train_loss']}{note}")
+            if window.train_loss is None:
+                return  # every step of this report was skipped, each with its warning
+            loss = window.train_loss
         self.record(
             MetricsRecord.train(
                 iteration,
-                train_loss=info["train_loss"],
+                train_loss=loss,
                 learning_rate=info["learning_rate"],
                 tokens_per_second=info["tokens_per_second"],
                 iterations_per_second=info["iterations_per_second"],
                 trained_tokens=info["trained_tokens"],
                 peak_memory=info["peak_memory"],
+                grad_norm=window.grad_norm if window else None,
+                token_accuracy=window.token_accuracy if window else None,
+                skipped_steps=window.skipped if window else None,
             )
+        )
+
+    def streak_note(self) -> str:
+        streak = self.optimizer.streak() if hasattr(self.optimizer, "streak") else 0
+        if not streak:
+            return ""
+        steps = "step" if streak == 1 else "steps"
+        return f" ({streak} non-finite {steps} in a row; nan_patience = {self.config.nan_patience})"
+
+    def check_gradients(self) -> None:
+        """After each step: a skipped (non-finite) update warns; `nan_patience` in a row stop."""
+        if not hasattr(self.optimizer, "streak"):
+            return
+        if self.completed % self.config.grad_accumulation_steps:
+            return  # no update since the last check: the same skip would be counted twice
+        streak = self.optimizer.streak()
+        if not streak:
+            return
+        norm = self.optimizer.aux["last_norm"].item()
+        if streak >= self.config.nan_patience:
+            self.fail(self.completed, f"the gradient norm is {norm}{self.streak_note()}")
+        self.events.send(
+            "warning",
+            message=f"iteration {self.completed}: the gradient norm is {norm}; the update was "
+            f"skipped{self.streak_note()}",
         )
 
     def on_val_loss_report(self, info: dict[str, Any]) -> None:  # validation runs in validate()
@@ -153,8 +192,9 @@ class Loop:
     def validate(self) -> None:
         from mlx_lm.tuner.trainer import evaluate
 
-        from punie.train.masking import iterate_batches, masked_loss
+        from punie.train.masking import counting_loss, iterate_batches, masked_loss
 
+        counting = hasattr(self.optimizer, "take_validation_accuracy")
         tic = time.perf_counter()
         val_loss = evaluate(
             model=self.model,
@@ -162,16 +202,20 @@ class Loop:
             batch_size=self.config.batch_size,
             num_batches=self.config.val_batches,
             max_seq_length=self.config.max_seq_length,
-            loss=masked_loss,
+            loss=counting_loss(self.optimizer) if counting else masked_loss,
             iterate_batches=iterate_batches,
         )
         self.model.train()
         if not math.isfinite(val_loss):
             self.fail(self.completed, f"the validation loss is {val_loss}")
         self.last_eval_at = self.completed
+        accuracy = self.optimizer.take_validation_accuracy() if counting else None
         self.record(
             MetricsRecord.validation(
-                self.completed, val_loss=val_loss, val_time=time.perf_counter() - tic
+                self.completed,
+                val_loss=val_loss,
+                val_time=time.perf_counter() - tic,
+                token_accuracy=accuracy,
             )
         )
         if self.selector is not None:
@@ -232,6 +276,7 @@ class Loop:
         inner = iterate_batches(dataset, batch_size, max_seq_length, loop=True, cursor=self.cursor)
         while True:
             if self.completed > self.start:
+                self.check_gradients()
                 self.check_weights()  # before anything is saved from them
                 self.events.send("step", iteration=self.completed)
             if self.completed % gas == 0:
@@ -253,6 +298,7 @@ class Loop:
             self.completed = it
 
     def finish(self) -> None:
+        self.check_gradients()
         self.check_weights()  # the last step: `train` returned without asking for a batch
         if self.valid and self.last_eval_at != self.completed:
             with contextlib.suppress(EarlyStop):

@@ -227,12 +227,47 @@ def iterate_batches(
             break
 
 
-def masked_loss(model: nn.Module, batch: mx.array, mask: mx.array):
-    """Mean cross-entropy over the positions `mask` marks; returns (loss, token count)."""
+def _masked(model: nn.Module, batch: mx.array, mask: mx.array):
     inputs = batch[:, :-1]
     targets = batch[:, 1:]
     logits = model(inputs)
     trained = mask[:, 1:]
     ce = nn.losses.cross_entropy(logits, targets) * trained
     ntoks = trained.sum()
-    return ce.astype(mx.float32).sum() / ntoks, ntoks
+    return ce.astype(mx.float32).sum() / ntoks, ntoks, logits, targets, trained
+
+
+def masked_loss(model: nn.Module, batch: mx.array, mask: mx.array):
+    """Mean cross-entropy over the positions `mask` marks; returns (loss, token count)."""
+    loss, ntoks, *_ = _masked(model, batch, mask)
+    return loss, ntoks
+
+
+def token_hits(logits: mx.array, targets: mx.array, trained: mx.array) -> mx.array:
+    """How many trained positions the model's argmax predicts right."""
+    return ((mx.argmax(logits, axis=-1) == targets) & trained).sum()
+
+
+def counting_loss(tallies: Any):
+    """`masked_loss` that also adds its argmax hits and trained tokens to `tallies.aux` (a
+    `punie.train.guard.GuardedOptimizer`): under `train_*` in training mode, `valid_*` in eval
+    mode; in training also the finite losses, so a report over a skipped NaN step has a mean.
+
+    The tallies are written into the optimizer's state because that is what mlx_lm's compiled
+    step carries out of `mx.compile`; the values are `stop_gradient`ed, outside the loss."""
+
+    def loss_fn(model: nn.Module, batch: mx.array, mask: mx.array):
+        loss, ntoks, logits, targets, trained = _masked(model, batch, mask)
+        aux = tallies.aux
+        hits = mx.stop_gradient(token_hits(logits, targets, trained)).astype(mx.int32)
+        prefix = "train" if model.training else "valid"
+        aux[f"{prefix}_correct"] = aux[f"{prefix}_correct"] + hits
+        aux[f"{prefix}_tokens"] = aux[f"{prefix}_tokens"] + ntoks.astype(mx.int32)
+        if model.training:
+            value = mx.stop_gradient(loss)
+            finite = mx.isfinite(value)
+            aux["train_loss_sum"] = aux["train_loss_sum"] + mx.where(finite, value, 0.0)
+            aux["train_loss_steps"] = aux["train_loss_steps"] + finite.astype(mx.int32)
+        return loss, ntoks
+
+    return loss_fn

@@ -20,7 +20,7 @@ from punie.errors import BackendError, TrainingInterrupted
 from punie.logecho import LogEcho
 from punie.proc import child_process, python_module
 from punie.train.callbacks import TrainingCallback, TrainingEvents
-from punie.train.config import TrainConfig
+from punie.train.config import TrainConfig, effective_num_layers
 from punie.train.events import TrainingFailed
 from punie.train.records import MetricsRecord
 from punie.train.rundir import RunDir
@@ -127,7 +127,7 @@ def lora_command(config: TrainConfig, yaml_path: Path) -> list[str]:
         "--adapter-path", config.adapter_path,
         "--fine-tune-type", config.fine_tune_type,
         "--optimizer", config.optimizer,
-        "--num-layers", str(config.num_layers),
+        "--num-layers", str(effective_num_layers(config.num_layers, None)),
         "--learning-rate", str(config.learning_rate),
         "--batch-size", str(config.batch_size),
         "--iters", str(config.iters),

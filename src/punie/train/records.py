@@ -11,6 +11,7 @@ version 0, the schema before it was versioned.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,10 @@ class MetricsRecord:
     # Checkpoint selection by suite (`select_by`): an evaluation report.
     eval_score: float | None = None  # the suite's score (0..1) of the adapter at `iteration`
     eval_time: float | None = None
+    grad_norm: float | None = None  # global L2 norm before clipping (mean over the report's steps)
+    token_accuracy: float | None = None  # argmax hits / trained tokens, in the report's steps
+    skipped_steps: int | None = None  # updates skipped in the report's steps (NaN/inf gradient)
+    val_token_accuracy: float | None = None  # argmax hits / trained tokens over the validation
     schema_version: int = METRICS_SCHEMA_VERSION
 
     @classmethod
@@ -61,6 +66,9 @@ class MetricsRecord:
         iterations_per_second: float,
         trained_tokens: int,
         peak_memory: float,
+        grad_norm: float | None = None,
+        token_accuracy: float | None = None,
+        skipped_steps: int | None = None,
     ) -> MetricsRecord:
         return cls(
             iteration=int(iteration),
@@ -70,11 +78,26 @@ class MetricsRecord:
             iterations_per_second=float(iterations_per_second),
             trained_tokens=int(trained_tokens),
             peak_memory=float(peak_memory),
+            grad_norm=_float_or_none(grad_norm),
+            token_accuracy=_float_or_none(token_accuracy),
+            skipped_steps=int(skipped_steps) if skipped_steps else None,
         )
 
     @classmethod
-    def validation(cls, iteration: int, *, val_loss: float, val_time: float) -> MetricsRecord:
-        return cls(iteration=int(iteration), val_loss=float(val_loss), val_time=float(val_time))
+    def validation(
+        cls,
+        iteration: int,
+        *,
+        val_loss: float,
+        val_time: float,
+        token_accuracy: float | None = None,
+    ) -> MetricsRecord:
+        return cls(
+            iteration=int(iteration),
+            val_loss=float(val_loss),
+            val_time=float(val_time),
+            val_token_accuracy=_float_or_none(token_accuracy),
+        )
 
     @classmethod
     def evaluation(cls, iteration: int, *, eval_score: float, eval_time: float) -> MetricsRecord:
@@ -101,11 +124,20 @@ class MetricsRecord:
         return _from_known(cls, row)
 
 
+def _float_or_none(value: float | None) -> float | None:
+    """A finite float, or None: JSON has no NaN, and a NaN norm is counted in skipped_steps."""
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
 TRAIN_FIELDS = (
     "train_loss", "learning_rate", "tokens_per_second", "iterations_per_second",
-    "trained_tokens", "peak_memory",
+    "trained_tokens", "peak_memory", "grad_norm", "token_accuracy",
 )  # fmt: skip
-VALIDATION_FIELDS = ("val_loss", "val_time")
+# skipped_steps: only in a report where an update was skipped, so not in every train report.
+VALIDATION_FIELDS = ("val_loss", "val_time", "val_token_accuracy")
 GRPO_FIELDS = (
     "reward_mean", "reward_std", "format_reward_mean", "zero_variance_fraction", "kl",
     "clip_fraction", "completion_length", "rollout_tokens_per_second", "update_tokens_per_second",

@@ -1,6 +1,7 @@
 """Everything the training worker builds before its first step, the way `mlx_lm lora` does:
-the trainable layers (`linear_to_lora_layers`), the optimizer and schedule, saved weights loaded
-back, and the tokenized splits without rows that train no token.
+the trainable layers (`linear_to_lora_layers`), the optimizer and schedule (wrapped in
+`punie.train.guard.GuardedOptimizer`: clipping, `grad_norm`, non-finite updates skipped), saved
+weights loaded back, and the tokenized splits without rows that train no token.
 
 A request the model cannot meet (a module it lacks, more layers than it has, weights that do
 not fit) raises `TrainingFailed` naming the config key.
@@ -11,8 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from punie.train.config import TrainConfig
+from punie.train.config import TrainConfig, effective_num_layers
 from punie.train.events import EventChannel, TrainingFailed
+from punie.train.guard import GuardedOptimizer
 from punie.train.rundir import adapter_weights
 
 
@@ -60,7 +62,21 @@ def build_optimizer(config: TrainConfig):
     kwargs = {}
     if config.weight_decay is not None and config.optimizer in ("adamw", "sgd", "muon"):
         kwargs["weight_decay"] = config.weight_decay
-    return classes[config.optimizer](learning_rate=learning_rate(config), **kwargs)
+    inner = classes[config.optimizer](learning_rate=learning_rate(config), **kwargs)
+    return GuardedOptimizer(inner, config.max_grad_norm)
+
+
+def resolve_num_layers(model, config: TrainConfig, events: EventChannel | None = None):
+    """`config` with the blocks it will adapt spelled out (None: min(16, the model's))."""
+    layers = len(model.layers)
+    n = effective_num_layers(config.num_layers, layers)
+    if events is not None and config.num_layers is not None and config.num_layers > layers:
+        events.send(
+            "warning",
+            message=f"num_layers: {config.num_layers} is more than the model's {layers} layers; "
+            f"adapting all {layers}",
+        )
+    return config.with_(num_layers=n)
 
 
 def lora_targets(model) -> tuple[set[str], set[str]]:
@@ -96,11 +112,7 @@ def prepare_model(model, config: TrainConfig) -> None:
     from mlx_lm.tuner.utils import linear_to_lora_layers
 
     model.freeze()
-    if config.num_layers > len(model.layers):
-        raise TrainingFailed(
-            f"{config.num_layers} is more than the model's {len(model.layers)} layers",
-            field="num_layers",
-        )
+    config = config.with_(num_layers=effective_num_layers(config.num_layers, len(model.layers)))
     if config.fine_tune_type == "full":
         for layer in model.layers[-max(config.num_layers, 0) :]:
             layer.unfreeze()

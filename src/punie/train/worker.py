@@ -75,12 +75,13 @@ def run(run: RunDir, events: EventChannel, selector=None) -> int:
     from mlx_lm.utils import load
 
     from punie.train.loop import EarlyStop, Interrupted, Loop
-    from punie.train.masking import masked_loss
+    from punie.train.masking import counting_loss
     from punie.train.setup import (
         adapter_config,
         build_optimizer,
         load_trainable,
         prepare_model,
+        resolve_num_layers,
         training_data,
     )
 
@@ -92,6 +93,7 @@ def run(run: RunDir, events: EventChannel, selector=None) -> int:
     # The same seeding, in the same order, as `mlx_lm lora`.
     np.random.seed(config.seed)
     model, tokenizer = load(config.model)
+    config = resolve_num_layers(model, config, events)
     train_set, valid = training_data(config, tokenizer, events)
     mx.random.seed(config.seed)
     prepare_model(model, config)
@@ -133,7 +135,7 @@ def run(run: RunDir, events: EventChannel, selector=None) -> int:
             train_dataset=train_set,
             val_dataset=None,
             args=args,
-            loss=masked_loss,
+            loss=counting_loss(optimizer),
             iterate_batches=loop.batches,
             training_callback=loop,
         )
