@@ -98,6 +98,7 @@ def train_grpo(run: RunDir, events: EventChannel, selector=None) -> int:
         build_optimizer,
         load_trainable,
         prepare_model,
+        resolve_num_layers,
         trainable,
     )
     from punie.train.worker import INTERRUPTED_EXIT, install_stop_handler
@@ -108,6 +109,7 @@ def train_grpo(run: RunDir, events: EventChannel, selector=None) -> int:
 
     np.random.seed(config.seed)
     model, tokenizer = load(config.model)
+    config = resolve_num_layers(model, config, events)  # adapter_config.json needs the number
     suite, prompts = load_prompts(config, tokenizer)
     mx.random.seed(config.seed)
     prepare_model(model, config)
