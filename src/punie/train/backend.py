@@ -58,7 +58,7 @@ class MLXBackend:
     def capabilities(self) -> Capabilities:
         return Capabilities(
             fine_tune_types=("lora", "dora", "full"),
-            methods=("sft", "grpo"),
+            methods=("sft", "grpo", "dpo"),
             select_by=True,
             quantized_base=True,
             notes="mlx_lm's trainer; a quantized base model (mlx_lm convert -q) means QLoRA",
@@ -92,6 +92,10 @@ class MLXBackend:
             raise ConfigError(f"lr_schedule: {config.lr_schedule!r} is not one of constant, cosine")
         if config.from_adapter:
             check_adapter_fits(config)
+        if config.method != "dpo" and config.stages:
+            raise ConfigError(f"stages: only method dpo has stages, not {config.method}")
+        if config.method == "dpo" and config.select_by:
+            raise ConfigError("select_by: not supported with method dpo yet (best/ is by val_loss)")
 
     def train(self, config: TrainConfig, run: RunDir, events: TrainingEvents) -> Path:
         run_worker(run.path, events, stage=config.method, module=worker_module(config))
