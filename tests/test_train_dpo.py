@@ -25,8 +25,10 @@ PUNIE = [sys.executable, "-m", "punie"]
 BETA = 0.1
 CLOSED_FORM = {"dpo": math.log(2), "dr_dpo": math.log(2),
                "cal_dpo": math.log(2) + 2 * (1 / (2 * BETA)) ** 2}  # fmt: skip
-STAGES = ('[{epochs = 1, beta = 0.05}, {epochs = 3, preference_loss = "cal_dpo", '
-          'drop_noisy = 0.25}, {epochs = 1, preference_loss = "dr_dpo", drop_noisy = 0.5}]')  # fmt: skip
+STAGES = (
+    '[{epochs = 1, beta = 0.05}, {epochs = 3, preference_loss = "cal_dpo", drop_noisy = 0.25}, '
+    '{epochs = 1, preference_loss = "dr_dpo", drop_noisy = 0.5}]'
+)
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +58,14 @@ def train(root, name, text, *extra):
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     return root / name
+
+
+def checkpoint_iteration(state) -> int:
+    """The checkpoint's iteration (0 while there is none, or while it is being replaced)."""
+    try:
+        return json.loads(state.read_text())["iteration"]
+    except (OSError, ValueError, KeyError):
+        return 0
 
 
 # --- without training ----------------------------------------------------------------------------
@@ -111,8 +121,9 @@ def test_sft_rows_for_method_dpo_are_refused_before_training_naming_the_line(tmp
     from train_support import write_data
 
     data = write_data(tmp_path / "data", n_train=4, n_valid=2)
-    config = TrainConfig(model=str(tiny_model), data=str(data), method="dpo", batch_size=2,
-                         num_layers=-1)
+    config = TrainConfig(
+        model=str(tiny_model), data=str(data), method="dpo", batch_size=2, num_layers=-1
+    )
     with pytest.raises(ConfigError, match=r"train.jsonl:1: prompt: missing; method dpo trains"):
         check(config)
     with pytest.raises(ConfigError, match="stages: only method dpo has stages, not sft"):
@@ -133,7 +144,8 @@ def test_iteration_zero_validation_is_the_closed_form_at_the_reference(
                                               fine_tune_type=ftt))  # fmt: skip
     rows = read_metrics(run_dir / "metrics.jsonl")
     first = rows[0]
-    assert first["iteration"] == 0 and first["val_loss"] == pytest.approx(CLOSED_FORM[loss], abs=1e-3)
+    assert first["iteration"] == 0
+    assert first["val_loss"] == pytest.approx(CLOSED_FORM[loss], abs=1e-3)
     assert first["val_reward_margin"] == pytest.approx(0, abs=1e-4)
     train_rows = [r for r in rows if "train_loss" in r]
     assert {"reward_chosen", "reward_rejected", "reward_margin", "reward_accuracy"} <= set(
@@ -185,7 +197,7 @@ def test_resume_mid_stage_takes_the_same_path_and_reuses_the_reference(staged):
                             start_new_session=True)  # fmt: skip
     state = run_dir / "checkpoint" / "state.json"
     deadline = time.monotonic() + 120
-    while not (state.exists() and 10 <= json.loads(state.read_text() or "{}").get("iteration", 0)):
+    while checkpoint_iteration(state) < 10:
         assert proc.poll() is None and time.monotonic() < deadline, "no mid-stage checkpoint"
         time.sleep(0.01)
     os.killpg(proc.pid, signal.SIGINT)

@@ -428,7 +428,8 @@ def _check_stages(c: TrainConfig) -> None:
             raise ConfigError(f"stages[{i}]: expected a table like {{epochs = 1}}, got {stage!r}")
         for key in stage:
             if key not in STAGE_KEYS:
-                raise ConfigError(f"{where}{key}: unknown key (a stage has {', '.join(STAGE_KEYS)})")
+                allowed = ", ".join(STAGE_KEYS)
+                raise ConfigError(f"{where}{key}: unknown key (a stage has {allowed})")
         if "epochs" not in stage:
             raise ConfigError(f"{where}epochs: required")
         _check_type(f"{where}epochs", stage["epochs"], float)

@@ -78,11 +78,12 @@ def batch_indices(pairs: Sequence[PairTokens], keep: Sequence[int], batch_size: 
     """The kept pairs sorted by length and cut into whole batches (a short last one is dropped,
     as mlx_lm drops it)."""
     ordered = sorted(keep, key=lambda i: pairs[i].length)
-    return [ordered[i : i + batch_size] for i in range(0, len(ordered) - batch_size + 1, batch_size)]
+    starts = range(0, len(ordered) - batch_size + 1, batch_size)
+    return [ordered[i : i + batch_size] for i in starts]
 
 
 def pair_batch(pairs: Sequence[PairTokens], idx: Sequence[int], max_seq_length: int):
-    """(tokens (2B, W), answer-target mask (2B, W−1)) for pairs `idx`: chosen rows, then rejected."""
+    """(tokens (2B, W), answer-target mask (2B, W−1)) for pairs `idx`: chosen, then rejected."""
     seqs = [pairs[i].chosen for i in idx] + [pairs[i].rejected for i in idx]
     width = min(max(len(s.tokens) for s in seqs), max_seq_length)
     tokens = np.zeros((len(seqs), width), np.int32)
