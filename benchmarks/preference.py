@@ -115,7 +115,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument(
+        "--warmup", type=int, default=None, help="steps before timing (default: every batch once)"
+    )
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--model", type=Path, default=None)
     args = parser.parse_args()
@@ -133,13 +135,14 @@ def main() -> None:
     reference.freeze()
     reference.eval()
 
-    pairs = [pair_tokens(tokenizer, row) for row in preference_rows(8 * args.batch_size)]
+    pairs = [pair_tokens(tokenizer, row) for row in preference_rows(4 * args.batch_size)]
     pairs.sort(key=lambda p: p.length)  # batches of like lengths, as training makes them
     groups = [range(i, i + args.batch_size) for i in range(0, len(pairs), args.batch_size)]
     batches = [pair_batch(pairs, list(g), 2048) for g in groups]
     refs = [split_halves(sequence_logps(reference, t, m)) for t, m in batches]
     mx.eval(refs)
     stage = plan(config.with_(method="dpo"), len(pairs))[0]
+    warmup = len(batches) if args.warmup is None else args.warmup  # each shape compiled once
     optimizer = optim.Adam(learning_rate=1e-5)
     variants = {
         "sft step": sft_step(model, optimizer),
@@ -153,7 +156,8 @@ def main() -> None:
         order = names[r % len(names) :] + names[: r % len(names)]
         for name in order:
             results[name].append(
-                timed(variants[name], model, optimizer, batches, refs, args.steps, args.warmup)
+                timed(variants[name], model, optimizer, batches, refs, args.steps,
+                      warmup if r == 0 else 1)  # fmt: skip
             )
 
     tokens = sum(int(m.sum().item()) for _, m in batches) / len(batches)

@@ -28,6 +28,8 @@ from punie.errors import DataError, PunieError
 from punie.fsio import read_jsonl
 from punie.train.masking import Cursor
 
+PAD_TO = 32
+
 
 @dataclass(frozen=True)
 class PairSplit:
@@ -85,7 +87,9 @@ def batch_indices(pairs: Sequence[PairTokens], keep: Sequence[int], batch_size: 
 def pair_batch(pairs: Sequence[PairTokens], idx: Sequence[int], max_seq_length: int):
     """(tokens (2B, W), answer-target mask (2B, W−1)) for pairs `idx`: chosen, then rejected."""
     seqs = [pairs[i].chosen for i in idx] + [pairs[i].rejected for i in idx]
-    width = min(max(len(s.tokens) for s in seqs), max_seq_length)
+    # mlx_lm's padding (a multiple of 32, plus one): few distinct shapes, few recompilations
+    longest = max(len(s.tokens) for s in seqs)
+    width = min(1 + PAD_TO * ((longest + PAD_TO - 1) // PAD_TO), max_seq_length)
     tokens = np.zeros((len(seqs), width), np.int32)
     mask = np.zeros((len(seqs), max(width - 1, 1)), bool)
     for j, seq in enumerate(seqs):
