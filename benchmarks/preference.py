@@ -156,8 +156,15 @@ def main() -> None:
         order = names[r % len(names) :] + names[: r % len(names)]
         for name in order:
             results[name].append(
-                timed(variants[name], model, optimizer, batches, refs, args.steps,
-                      warmup if r == 0 else 1)  # fmt: skip
+                timed(
+                    variants[name],
+                    model,
+                    optimizer,
+                    batches,
+                    refs,
+                    args.steps,
+                    warmup if r == 0 else 1,
+                )  # fmt: skip
             )
 
     tokens = sum(int(m.sum().item()) for _, m in batches) / len(batches)
