@@ -21,6 +21,7 @@ import shutil
 import time
 from dataclasses import replace
 from functools import partial
+from pathlib import Path
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -29,6 +30,7 @@ from mlx.utils import tree_map
 
 from punie.fsio import read_jsonl_tolerant, write_json, write_jsonl
 from punie.train import reference as ref
+from punie.train import runs
 from punie.train import stages as schedule
 from punie.train.config import TrainConfig
 from punie.train.events import TrainingFailed
@@ -44,6 +46,7 @@ from punie.train.pair_data import (
 from punie.train.preference import PreferenceLoss, preference_loss
 from punie.train.records import MetricsRecord
 from punie.train.rundir import RunDir, adapter_config_file
+from punie.train.setup import adapter_config, build_optimizer, load_trainable, prepare_model
 from punie.train.stages import Stage
 
 INTERRUPTED_EXIT = 130
@@ -274,8 +277,6 @@ def train_loop(loop: PreferenceLoop, model, optimizer, config: TrainConfig) -> N
 
 def splits(config: TrainConfig, tokenizer, events) -> tuple[PairSplit, PairSplit | None]:
     """The train and valid pairs, untrainable pairs set aside or refused as for SFT rows."""
-    from pathlib import Path
-
     args = (Path(config.data), tokenizer, config.max_seq_length)
     train = tokenized_pairs(args[0], "train", *args[1:])
     if train is None or not (len(train) or train.untrainable):
@@ -300,11 +301,6 @@ def splits(config: TrainConfig, tokenizer, events) -> tuple[PairSplit, PairSplit
 
 def run_dpo(run: RunDir, config: TrainConfig, model, tokenizer, events, resuming, stop) -> int:
     """The worker's body for method dpo, after the model is loaded; returns the exit code."""
-    from pathlib import Path
-
-    from punie.train import runs
-    from punie.train.setup import adapter_config, build_optimizer, load_trainable, prepare_model
-
     train, valid = splits(config, tokenizer, events)
     mx.random.seed(config.seed)
     prepare_model(model, config)
