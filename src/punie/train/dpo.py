@@ -79,23 +79,13 @@ def policy_logps(model, split: PairSplit, keep, batch_size, max_seq_length, limi
 class PreferenceLoop(Loop):
     """The SFT loop's hooks over preference pairs, with stages."""
 
-    def __init__(self, run, config, model, optimizer, train, valid, reference, plan, events, stop):
-        self._stop = stop
+    def __init__(self, run, config, model, optimizer, train, valid, reference, plan, events):
         super().__init__(run, config, model, optimizer, valid, events)
         self.train_split: PairSplit = train
         self.reference: ref.ReferenceLogps = reference
         self.plan: tuple[Stage, ...] = plan
         self.stage: Stage | None = None
         self.keep: list[int] = list(range(len(train)))
-
-    @property
-    def stop_requested(self) -> bool:  # set by the worker's signal handler, through `stop`
-        return self._stop["requested"]
-
-    @stop_requested.setter
-    def stop_requested(self, value: bool) -> None:
-        if value:
-            self._stop["requested"] = True
 
     @property
     def current_stage(self) -> Stage:
@@ -318,9 +308,8 @@ def run_dpo(run: RunDir, config: TrainConfig, model, tokenizer, events, resuming
     rows = runs.data_manifest(config.data)["train"]["rows"]
     plan = schedule.plan(config, rows)
     optimizer = build_optimizer(config)
-    loop = PreferenceLoop(
-        run, config, model, optimizer, train, valid, reference, plan, events, stop
-    )
+    loop = PreferenceLoop(run, config, model, optimizer, train, valid, reference, plan, events)
+    stop.attach(loop)  # the worker's SIGTERM/SIGINT handler
     if resuming:
         loop.restore_checkpoint()
     if loop.completed >= config.iters:
