@@ -283,3 +283,36 @@ def test_ablate_shuffle_refuses_a_span_found_in_one_row_only(tmp_path):
                  "-o", "out.jsonl", cwd=tmp_path)  # fmt: skip
     assert "found in only one row; nothing to swap with" in one_line_error(done)
     assert not (tmp_path / "out.jsonl").exists()
+
+
+PAIR = ("chosen", "rejected")
+
+
+def test_pairs_use_every_sample_of_one_results_file(tmp_path):
+    """With samples > 1 the results keep every response, so one run of one model gives pairs."""
+    suite = yaml.safe_load(SUITE)
+    suite["cases"], suite["samples"] = suite["cases"][:1], 3
+    (tmp_path / "suite.yaml").write_text(yaml.safe_dump(suite))
+    paths = iter(["gamma.py", "alpha.py", "beta.py"])  # only the second sample passes
+
+    def answer(body):
+        call = {"id": "c0", "type": "function"}
+        call["function"] = {"name": "read_file", "arguments": json.dumps({"path": next(paths)})}
+        message = {"role": "assistant", "content": "", "tool_calls": [call]}
+        return completion(body["model"], message, finish_reason="tool_calls")
+
+    httpd = scripted_server(answer)
+    try:
+        done = punie("eval", "run", "suite.yaml", "--model", "m", "--no-cache", "--run-dir", "r",
+                     "--concurrency", "1", "--base-url", f"http://127.0.0.1:{httpd.server_port}",
+                     cwd=tmp_path)  # fmt: skip
+    finally:
+        httpd.shutdown()
+    assert done.returncode == 0, done.stderr
+    case = json.loads(next((tmp_path / "r").glob("*.json")).read_text())["cases"][0]
+    assert (case["n"], case["c"], [s["passed"] for s in case["samples"]]) == (3, 1, [0, 1, 0])
+    done = punie("dataset", "pairs", "r", "--suite", "suite.yaml", "-o", "p.jsonl", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    (row,) = read_rows(tmp_path / "p.jsonl")
+    args = [json.loads(row[k][0]["tool_calls"][0]["function"]["arguments"]) for k in PAIR]
+    assert args == [{"path": "alpha.py"}, {"path": "gamma.py"}]

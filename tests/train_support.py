@@ -99,3 +99,25 @@ def config_toml(model: Path, data: Path, **overrides) -> str:
         else:
             lines.append(f"{key} = {value!r}")
     return "\n".join(lines) + "\n"
+
+
+def preference_row(path: str, i: int) -> dict:
+    """A pair: the read_file call over a refusal (as a string, or as an assistant message)."""
+    refusal = f"I cannot open {path}."
+    return {
+        "prompt": [{"role": "user", "content": f"Show {path}"}],
+        "chosen": [{"role": "assistant", "content": "", "tool_calls": [tool_call(path)]}],
+        "rejected": refusal if i % 2 else [{"role": "assistant", "content": refusal}],
+        "tools": TOOLS,
+    }
+
+
+def write_pairs(folder: Path, n_train: int = 16, n_valid: int = 6, seed: int = 0) -> Path:
+    """Preference rows in `folder`/train.jsonl and valid.jsonl."""
+    rng = random.Random(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, n in (("train", n_train), ("valid", n_valid)):
+        rows = [preference_row(rng.choice(FILES), i) for i in range(n)]
+        with open(folder / f"{name}.jsonl", "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(r) + "\n" for r in rows)
+    return folder

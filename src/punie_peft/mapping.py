@@ -85,6 +85,15 @@ def method(config: Any) -> str:
     name = config.method
     if name not in METHODS:
         raise ConfigError(f"method: {name!r} is not one of {', '.join(METHODS)} (backend peft)")
+    # The flat preference keys are shared with the MLX backend; until this backend has Cal-DPO,
+    # Dr-DPO and stages (issue 12, item 7) it refuses them rather than train plain DPO instead.
+    if getattr(config, "stages", None):
+        raise ConfigError("stages: not supported by backend peft yet (use backend mlx)")
+    if getattr(config, "preference_loss", "dpo") != "dpo":
+        raise ConfigError(
+            f"preference_loss: {config.preference_loss!r} is not supported by backend peft yet "
+            "(only dpo; use backend mlx)"
+        )
     return name
 
 
@@ -211,4 +220,8 @@ def grpo_kwargs(config: Any) -> dict[str, Any]:
 
 
 def dpo_kwargs(config: Any) -> dict[str, Any]:
-    return {"beta": float(peft_options(config).beta)}
+    """β: `extra.beta` (this backend's older spelling) when given, else the flat `beta` key."""
+    extra = getattr(config, "extra", None) or {}
+    given = any(k in extra for k in ("beta", "dpo_beta"))
+    beta = peft_options(config).beta if given else getattr(config, "beta", 0.1)
+    return {"beta": float(beta)}

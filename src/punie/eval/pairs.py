@@ -1,8 +1,8 @@
 """`punie dataset pairs`: preference rows mined from eval results (docs/datasets.md).
 
-A results file holds one response per case (the first sample) and whether it passed; several
-files of the same suite (base and adapted, or runs with different seeds) give a case several
-responses. A case with a passing and a failing one makes one row: the prompt is the request the
+A results file holds every response to a case (all `samples` of it) and whether each passed;
+several files of the same suite (base and adapted, or runs with different seeds) give a case
+more. A case with a passing and a failing one makes one row: the prompt is the request the
 eval sent (the suite's system prompt and the case's turns, with the suite's tools), chosen the
 first passing response and rejected the first failing one, in the order the files were given.
 With `chosen="expected"`, a case where nothing passed takes its expected calls as chosen.
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from punie.data.checks import at_least, share
@@ -63,6 +63,23 @@ def expected_message(case: Case) -> dict | None:
     return {"role": "assistant", "content": "", "tool_calls": out}
 
 
+def each_sample(result: CaseResult) -> list[CaseResult]:
+    """A case result per sample (one when the eval took one sample), in sample order."""
+    if not result.samples:
+        return [result]
+    return [
+        replace(
+            result,
+            content=s.get("content") or "",
+            tool_calls=s.get("tool_calls"),
+            passed=s["passed"],
+            label=s.get("label"),
+            samples=[],
+        )
+        for s in result.samples
+    ]
+
+
 def case_pairs(
     results: Sequence[EvalResult], suites: dict[str, Suite], chosen: str = "passing"
 ) -> tuple[list[dict], list[Skipped]]:
@@ -73,7 +90,7 @@ def case_pairs(
     answers: dict[tuple[str, str], list[CaseResult]] = {}
     for result in results:
         for c in result.cases:
-            answers.setdefault((result.suite, str(c.id)), []).append(c)
+            answers.setdefault((result.suite, str(c.id)), []).extend(each_sample(c))
     rows, skipped = [], []
     for (name, case_id), got in answers.items():
         where = f"{name}/{case_id}"

@@ -54,6 +54,9 @@ class CaseResult:
     coverage: float | None = None  # code: the fraction of the first sample's tests passed
     transcript: list[dict] | None = None  # agent: every message of the episode, in order
     grading: dict | None = None  # graded: the grade or preferences, with the grader's rationale
+    # With samples > 1, every sample in order (the first is the one above): content, tool_calls,
+    # passed, label. `punie dataset pairs` needs them all; [] with one sample.
+    samples: list[dict] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -182,7 +185,19 @@ def _case_problem(c: Any) -> str | None:
     for key in ("n", "c"):
         if key in c and (not isinstance(c[key], int) or isinstance(c[key], bool)):
             return f"{key}: {c[key]!r} is not a whole number"
+    samples = c.get("samples", [])
+    if not isinstance(samples, list) or not all(_is_sample(s) for s in samples):
+        return "samples: not a list of {content, tool_calls, passed} objects"
     return None
+
+
+def _is_sample(s: Any) -> bool:
+    return (
+        isinstance(s, dict)
+        and isinstance(s.get("passed"), bool)
+        and isinstance(s.get("content"), str | None)
+        and isinstance(s.get("tool_calls"), list | None)
+    )
 
 
 def _is_rate(x: Any) -> bool:
@@ -190,8 +205,19 @@ def _is_rate(x: Any) -> bool:
 
 
 def case_result(
-    case: Case, scored: ScoredCase, first: Reply, cached: bool, **more: Any
+    case: Case,
+    scored: ScoredCase,
+    first: Reply,
+    cached: bool,
+    replies: list[Reply] | None = None,
+    **more: Any,
 ) -> CaseResult:
+    samples = []
+    if replies and len(replies) > 1:
+        samples = [
+            {"content": r.content, "tool_calls": r.tool_calls, "passed": v.passed, "label": v.label}
+            for r, v in zip(replies, scored.verdicts, strict=True)
+        ]
     return CaseResult(
         id=case.id,
         category=case.category,
@@ -208,6 +234,7 @@ def case_result(
         n=len(scored.verdicts),
         c=scored.correct,
         coverage=scored.coverage,
+        samples=samples,
         **more,
     )
 
@@ -352,7 +379,7 @@ async def _run(
                 scored = await asyncio.to_thread(score_case, suite, case, responses)
             else:
                 scored = score_case(suite, case, responses)
-            result = case_result(case, scored, got[0][0], got[0][1])
+            result = case_result(case, scored, got[0][0], got[0][1], [r for r, _ in got])
             if on_case:
                 on_case(result)
             return result

@@ -18,6 +18,7 @@ from typing import Any
 
 from punie.backends.base import Capabilities, FuseResult, parse_options
 from punie.errors import ConfigError
+from punie.fsio import read_jsonl
 from punie.train.callbacks import TrainingEvents
 from punie.train.config import TrainConfig, effective_num_layers
 from punie.train.fuse import fuse_run
@@ -58,7 +59,7 @@ class MLXBackend:
     def capabilities(self) -> Capabilities:
         return Capabilities(
             fine_tune_types=("lora", "dora", "full"),
-            methods=("sft", "grpo"),
+            methods=("sft", "grpo", "dpo"),
             select_by=True,
             quantized_base=True,
             notes="mlx_lm's trainer; a quantized base model (mlx_lm convert -q) means QLoRA",
@@ -86,6 +87,12 @@ class MLXBackend:
             raise ConfigError(f"lr_schedule: {config.lr_schedule!r} is not one of constant, cosine")
         if config.from_adapter:
             check_adapter_fits(config)
+        if config.method != "dpo" and config.stages:
+            raise ConfigError(f"stages: only method dpo has stages, not {config.method}")
+        if config.method == "dpo" and config.select_by:
+            raise ConfigError("select_by: not supported with method dpo yet (best/ is by val_loss)")
+        if config.method == "dpo":
+            check_preference_rows(Path(config.data) / "train.jsonl")
 
     def train(self, config: TrainConfig, run: RunDir, events: TrainingEvents) -> Path:
         run_worker(run.path, events, stage=config.method, module=worker_module(config))
@@ -109,6 +116,19 @@ class MLXBackend:
             gguf=gguf,
             parity=parity,
         )
+
+
+def check_preference_rows(path: Path) -> None:
+    """Method dpo trains on preference rows: refuse SFT rows in milliseconds, from the first row
+    (the worker checks every row as it tokenizes them)."""
+    for line, row in read_jsonl(path):
+        missing = [key for key in ("prompt", "chosen", "rejected") if key not in row]
+        if missing:
+            raise ConfigError(
+                f"{path}:{line}: {missing[0]}: missing; method dpo trains on preference rows "
+                "(prompt, chosen, rejected), e.g. from `punie dataset pairs`"
+            )
+        return
 
 
 def weight_modules(folder: Path) -> set[str]:

@@ -140,6 +140,8 @@ def train_command(
     with GRPO: prompts and rewards from `--set reward_suite=SUITE`, scored as `punie eval` scores
     them; every sampled completion goes to `rollouts.jsonl` (see docs/training.md). With
     `--backend peft` the same config runs through TRL's GRPOTrainer, rewarded by the same scorers.
+    `--method dpo --from-adapter SFT_RUN` trains DPO, Cal-DPO or Dr-DPO (`--set
+    preference_loss=cal_dpo`, `--set beta=0.1`) on preference rows from `punie dataset pairs`.
     Ctrl-C stops cleanly and keeps the checkpoint: continue with `punie train --resume NAME`.
     """
     from punie import api

@@ -31,6 +31,8 @@ LR_SCHEDULES = ("constant", "cosine")
 CUT_ROWS = ("skip", "refuse")
 REWARDS = ("pass", "partial")
 ADVANTAGES = ("grpo", "dr_grpo")
+PREFERENCE_LOSSES = ("dpo", "cal_dpo", "dr_dpo")
+STAGE_KEYS = ("epochs", "beta", "preference_loss", "dr_beta", "drop_noisy")
 SEED_MAX = 2**32 - 1  # numpy's seed range; MLX takes any uint64
 
 
@@ -219,6 +221,24 @@ class TrainConfig:
             "grpo: optimizer updates on each rollout batch (μ); the clip acts only when > 1"
         ),
     )
+    preference_loss: str = field(
+        default="dpo",
+        metadata=_help("method `dpo`: the loss, `dpo`, `cal_dpo` or `dr_dpo` (see below)"),
+    )
+    beta: float = field(
+        default=0.1, metadata=_help("method `dpo`: β, the strength of the pull to the reference")
+    )
+    dr_beta: float = field(
+        default=1.0, metadata=_help("method `dpo`: Dr-DPO's β′ (large: plain DPO)")
+    )
+    stages: tuple[dict[str, Any], ...] | None = field(
+        default=None,
+        metadata=_help(
+            "method `dpo`: a staged schedule, e.g. `[{epochs = 1, beta = 0.05}, {epochs = 1, "
+            'preference_loss = "dr_dpo", drop_noisy = 0.15}]`; sets `iters` (see below)',
+            shown="one stage",
+        ),
+    )
     extra: dict[str, Any] = field(
         default_factory=dict,
         metadata=_help(
@@ -229,6 +249,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if isinstance(self.target_modules, list):
             object.__setattr__(self, "target_modules", tuple(self.target_modules))
+        if isinstance(self.stages, list):
+            object.__setattr__(self, "stages", tuple(self.stages))
         for name, kind in _kinds().items():
             _check_type(name, getattr(self, name), kind)
         _check_values(self)
@@ -238,8 +260,9 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        if data["target_modules"] is not None:
-            data["target_modules"] = list(data["target_modules"])
+        for key in ("target_modules", "stages"):
+            if data[key] is not None:
+                data[key] = list(data[key])
         return data
 
     @classmethod
@@ -276,7 +299,8 @@ class TrainConfig:
 
 
 def _kinds() -> dict[str, Any]:
-    return {k: v for k, v in typing.get_type_hints(TrainConfig).items() if k != "extra"}
+    hints = typing.get_type_hints(TrainConfig).items()
+    return {k: v for k, v in hints if k not in ("extra", "stages")}  # checked on their own
 
 
 def _type_name(kind: Any) -> str:
@@ -376,6 +400,9 @@ def _check_values(c: TrainConfig) -> None:
     if c.fine_tune_type == "full" and c.target_modules:
         raise ConfigError("target_modules: only applies to lora and dora, not full fine-tuning")
     _check_grpo(c)
+    _check_preference("", c.preference_loss, c.beta, c.dr_beta)
+    if c.stages is not None:
+        _check_stages(c)
 
 
 def _check_grpo(c: TrainConfig) -> None:
@@ -415,6 +442,45 @@ def effective_num_layers(requested: int | None, model_layers: int | None) -> int
     if n < 0 or not model_layers:
         return n
     return min(n, model_layers)
+
+
+def _check_preference(where: str, loss: Any, beta: Any, dr_beta: Any) -> None:
+    _check_type(f"{where}preference_loss", loss, str)
+    _one_of(f"{where}preference_loss", loss, PREFERENCE_LOSSES)
+    for name, value in (("beta", beta), ("dr_beta", dr_beta)):
+        _check_type(f"{where}{name}", value, float)
+        if value <= 0:
+            raise ConfigError(f"{where}{name}: must be positive, got {value}")
+
+
+def _check_stages(c: TrainConfig) -> None:
+    if not c.stages:
+        raise ConfigError("stages: must list at least one stage, or be left out")
+    if c.epochs is not None:
+        raise ConfigError("epochs: with stages, each stage sets its own epochs; leave it out")
+    for i, stage in enumerate(c.stages):
+        where = f"stages[{i}]."
+        if not isinstance(stage, dict):
+            raise ConfigError(f"stages[{i}]: expected a table like {{epochs = 1}}, got {stage!r}")
+        for key in stage:
+            if key not in STAGE_KEYS:
+                allowed = ", ".join(STAGE_KEYS)
+                raise ConfigError(f"{where}{key}: unknown key (a stage has {allowed})")
+        if "epochs" not in stage:
+            raise ConfigError(f"{where}epochs: required")
+        _check_type(f"{where}epochs", stage["epochs"], float)
+        if stage["epochs"] <= 0:
+            raise ConfigError(f"{where}epochs: must be positive, got {stage['epochs']}")
+        _check_preference(
+            where,
+            stage.get("preference_loss", c.preference_loss),
+            stage.get("beta", c.beta),
+            stage.get("dr_beta", c.dr_beta),
+        )
+        drop = stage.get("drop_noisy", 0.0)
+        _check_type(f"{where}drop_noisy", drop, float)
+        if not 0 <= drop < 1:
+            raise ConfigError(f"{where}drop_noisy: must be in [0, 1), got {drop}")
 
 
 def read_config_file(path: Path | str) -> dict[str, Any]:

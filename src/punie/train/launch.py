@@ -22,7 +22,7 @@ from typing import Any
 from punie.backends import get_backend
 from punie.errors import ConfigError, PunieError, TrainingInterrupted
 from punie.fsio import write_json
-from punie.train import runs
+from punie.train import runs, stages
 from punie.train.callbacks import Callbacks, TrainingCallback, TrainingEvents
 from punie.train.config import TrainConfig
 from punie.train.records import MetricsSummary, RunRecord
@@ -49,7 +49,12 @@ class RunResult:
 
 
 def resolve_iters(config: TrainConfig) -> TrainConfig:
-    """With `epochs`, the iteration count that covers them (mlx_lm drops a last short batch)."""
+    """With `epochs`, the iteration count that covers them (mlx_lm drops a last short batch);
+    with `stages`, the count their plan adds up to (`punie.train.stages`)."""
+    if config.stages:
+        rows = runs.data_manifest(config.data).get("train", {}).get("rows", 0)
+        iters = stages.plan(config, rows)[-1].end
+        return config.with_(iters=iters, warmup_steps=min(config.warmup_steps, iters - 1))
     if config.epochs is None:
         return config
     rows = runs.data_manifest(config.data).get("train", {}).get("rows", 0)

@@ -189,7 +189,8 @@ class Loop:
         self.metrics = MetricsLog(self.run.metrics)
 
     # --- between steps -----------------------------------------------------------------------
-    def validate(self) -> None:
+    def measure(self) -> MetricsRecord:
+        """The validation report at the current iteration (a training method's own measure)."""
         from mlx_lm.tuner.trainer import evaluate
 
         from punie.train.masking import counting_loss, iterate_batches, masked_loss
@@ -205,19 +206,20 @@ class Loop:
             loss=counting_loss(self.optimizer) if counting else masked_loss,
             iterate_batches=iterate_batches,
         )
+        val_time = time.perf_counter() - tic
+        accuracy = self.optimizer.take_validation_accuracy() if counting else None
+        return MetricsRecord.validation(
+            self.completed, val_loss=val_loss, val_time=val_time, token_accuracy=accuracy
+        )
+
+    def validate(self) -> None:
+        record = self.measure()
+        val_loss = record.val_loss
         self.model.train()
         if not math.isfinite(val_loss):
             self.fail(self.completed, f"the validation loss is {val_loss}")
         self.last_eval_at = self.completed
-        accuracy = self.optimizer.take_validation_accuracy() if counting else None
-        self.record(
-            MetricsRecord.validation(
-                self.completed,
-                val_loss=val_loss,
-                val_time=time.perf_counter() - tic,
-                token_accuracy=accuracy,
-            )
-        )
+        self.record(record)
         if self.selector is not None:
             return
         if self.best is None or val_loss < self.best[1]:
@@ -265,15 +267,21 @@ class Loop:
             if self.config.patience and self.evals_since_best >= self.config.patience:
                 raise EarlyStop()
 
-    def batches(self, dataset, batch_size, max_seq_length, loop=False, seed=None, comm_group=None):
-        """What `train` iterates: mlx_lm's batches, with the run's hooks before each step."""
+    def inner_batches(self, dataset, batch_size, max_seq_length):
+        """The endless training batches, from `self.cursor` (a training method's own data)."""
         from punie.train.masking import iterate_batches
 
+        return iterate_batches(dataset, batch_size, max_seq_length, loop=True, cursor=self.cursor)
+
+    def batches(self, dataset, batch_size, max_seq_length, loop=False, seed=None, comm_group=None):
+        """What `train` iterates: mlx_lm's batches, with the run's hooks before each step."""
         if not loop:  # evaluation
+            from punie.train.masking import iterate_batches
+
             yield from iterate_batches(dataset, batch_size, max_seq_length, comm_group=comm_group)
             return
         gas = self.config.grad_accumulation_steps
-        inner = iterate_batches(dataset, batch_size, max_seq_length, loop=True, cursor=self.cursor)
+        inner = self.inner_batches(dataset, batch_size, max_seq_length)
         while True:
             if self.completed > self.start:
                 self.check_gradients()

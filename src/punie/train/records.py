@@ -53,6 +53,14 @@ class MetricsRecord:
     token_accuracy: float | None = None  # argmax hits / trained tokens, in the report's steps
     skipped_steps: int | None = None  # updates skipped in the report's steps (NaN/inf gradient)
     val_token_accuracy: float | None = None  # argmax hits / trained tokens over the validation
+    # Preference training (method dpo): the stage of the schedule, and the rewards β·r (means).
+    stage: int | None = None
+    reward_chosen: float | None = None
+    reward_rejected: float | None = None
+    reward_margin: float | None = None
+    reward_accuracy: float | None = None  # the fraction of pairs with r_chosen > r_rejected
+    val_reward_margin: float | None = None
+    val_reward_accuracy: float | None = None
     schema_version: int = METRICS_SCHEMA_VERSION
 
     @classmethod
@@ -144,6 +152,8 @@ GRPO_FIELDS = (
     "rollout_time", "update_time",
 )  # fmt: skip
 EVALUATION_FIELDS = ("eval_score", "eval_time")
+PREFERENCE_FIELDS = ("reward_chosen", "reward_rejected", "reward_margin", "reward_accuracy")
+VALIDATION_PREFERENCE_FIELDS = ("val_reward_margin", "val_reward_accuracy")
 
 
 class MetricsLog:
@@ -172,6 +182,7 @@ class MetricsSummary:
     best_val_loss: float | None = None
     peak_memory_gb: float | None = None
     best_eval_score: float | None = None  # with select_by: the best checkpoint's suite score
+    final_val_reward_accuracy: float | None = None
 
     @classmethod
     def of(cls, records: list[MetricsRecord]) -> MetricsSummary:
@@ -190,6 +201,7 @@ class MetricsSummary:
             best_val_loss=best.val_loss if best else None,
             peak_memory_gb=max(peaks) if peaks else None,
             best_eval_score=top.eval_score if top else None,
+            final_val_reward_accuracy=val[-1].val_reward_accuracy if val else None,
         )
 
 
@@ -227,6 +239,7 @@ class RunRecord:
     best_val_loss: float | None = None
     peak_memory_gb: float | None = None
     best_eval_score: float | None = None
+    final_val_reward_accuracy: float | None = None  # method dpo, with the saved adapter
     schema_version: int = RUN_SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:

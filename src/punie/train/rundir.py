@@ -12,6 +12,9 @@
     best/               the adapter with the lowest validation loss (or, with select_by, the
                         highest score on that suite)
     checkpoint/         what a resume needs: weights, optimizer state, batch order, RNG state
+    reference.safetensors
+                        method dpo: the frozen reference's log-probs of every pair, computed once
+    dropped.jsonl       method dpo: the pairs each stage's `drop_noisy` left out, and why
     peft/, model/       the peft backend's own formats (a PEFT adapter; a full fine-tune)
     backend.json, launch.log
                         the peft backend's record of what ran where, and accelerate's log
@@ -88,6 +91,14 @@ class RunDir:
     @property
     def checkpoint_optimizer(self) -> Path:
         return self.checkpoint / "optimizer.safetensors"
+
+    @property
+    def reference(self) -> Path:
+        return self.path / "reference.safetensors"
+
+    @property
+    def dropped(self) -> Path:
+        return self.path / "dropped.jsonl"
 
     @property
     def peft(self) -> Path:

@@ -94,6 +94,10 @@ def run(run: RunDir, events: EventChannel, selector=None) -> int:
     np.random.seed(config.seed)
     model, tokenizer = load(config.model)
     config = resolve_num_layers(model, config, events)
+    if config.method == "dpo":  # preference pairs, a frozen reference, its own step
+        from punie.train.dpo import run_dpo
+
+        return run_dpo(run, config, model, tokenizer, events, resuming, stop)
     train_set, valid = training_data(config, tokenizer, events)
     mx.random.seed(config.seed)
     prepare_model(model, config)
