@@ -87,14 +87,8 @@ def test_dpo_beta_comes_from_the_config_extra():
     assert mapping.dpo_kwargs(_config(method="dpo", extra={"beta": 0.3})) == {"beta": 0.3}
 
 
-def test_dpo_beta_is_the_flat_key_shared_with_mlx_and_other_losses_are_refused():
+def test_dpo_beta_is_the_flat_key_shared_with_mlx():
     assert mapping.dpo_kwargs(_config(method="dpo", beta=0.25)) == {"beta": 0.25}
-    with pytest.raises(
-        ConfigError, match="preference_loss: 'cal_dpo' is not supported by backend peft"
-    ):
-        mapping.method(_config(method="dpo", preference_loss="cal_dpo"))
-    with pytest.raises(ConfigError, match="stages: not supported by backend peft"):
-        mapping.method(_config(method="dpo", stages=[{"epochs": 1}]))
 
 
 def test_unknown_method_is_refused_in_one_line():

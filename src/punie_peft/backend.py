@@ -75,10 +75,10 @@ class PeftBackend:
         bits = mapping.quantize_bits(config)
         if bits and config.fine_tune_type == "full":
             raise BackendError("quantize: 4-bit QLoRA trains an adapter; use lora or dora")
-        if config.from_adapter and config.method != "grpo":
+        if config.from_adapter and config.method not in ("grpo", "dpo"):
             raise BackendError(
-                "from_adapter: backend peft continues from an adapter for method grpo only "
-                "(train sft/dpo afresh)"
+                "from_adapter: backend peft continues from an adapter for methods grpo and dpo "
+                "only (train sft afresh)"
             )
         if config.from_adapter:
             start_kind(config)

@@ -85,15 +85,13 @@ def method(config: Any) -> str:
     name = config.method
     if name not in METHODS:
         raise ConfigError(f"method: {name!r} is not one of {', '.join(METHODS)} (backend peft)")
-    # The flat preference keys are shared with the MLX backend; until this backend has Cal-DPO,
-    # Dr-DPO and stages (issue 12, item 7) it refuses them rather than train plain DPO instead.
-    if getattr(config, "stages", None):
-        raise ConfigError("stages: not supported by backend peft yet (use backend mlx)")
-    if getattr(config, "preference_loss", "dpo") != "dpo":
-        raise ConfigError(
-            f"preference_loss: {config.preference_loss!r} is not supported by backend peft yet "
-            "(only dpo; use backend mlx)"
-        )
+    # Stages and all three losses run here (punie_peft.dpo); dropping pairs mid-run would need
+    # the Trainer's data loader rebuilt under it, so drop_noisy is refused rather than ignored.
+    for i, stage in enumerate(getattr(config, "stages", None) or ()):
+        if float(stage.get("drop_noisy", 0.0)):
+            raise ConfigError(
+                f"stages[{i}].drop_noisy: not supported by backend peft yet (use backend mlx)"
+            )
     return name
 
 

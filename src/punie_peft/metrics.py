@@ -59,6 +59,27 @@ def grpo_fields(logs: dict[str, Any]) -> dict[str, float]:
     return found
 
 
+# TRL's DPO log keys -> the shared preference fields (the MLX backend's names).
+TRAIN_REWARDS = {
+    "rewards/chosen": "reward_chosen",
+    "rewards/rejected": "reward_rejected",
+    "rewards/margins": "reward_margin",
+    "rewards/accuracies": "reward_accuracy",
+}
+VALID_REWARDS = {
+    "eval_rewards/margins": "val_reward_margin",
+    "eval_rewards/accuracies": "val_reward_accuracy",
+}
+
+
+def _with_preference(record: MetricsRecord, logs: dict[str, Any]) -> MetricsRecord:
+    names = TRAIN_REWARDS if record.is_train else VALID_REWARDS
+    fields = {ours: float(logs[theirs]) for theirs, ours in names.items() if theirs in logs}
+    if "stage" in logs:
+        fields["stage"] = int(logs["stage"])
+    return replace(record, **fields) if fields else record
+
+
 def record_from_log(
     logs: dict[str, Any], step: int, tokens: int, tokens_per_s: float, steps_per_s: float
 ) -> MetricsRecord | None:
@@ -75,14 +96,15 @@ def record_from_log(
             grad_norm=logs.get("grad_norm"),
             token_accuracy=logs.get("mean_token_accuracy"),
         )
-        return replace(record, **grpo_fields(logs))
+        return _with_preference(replace(record, **grpo_fields(logs)), logs)
     if "eval_loss" in logs:
-        return MetricsRecord.validation(
+        record = MetricsRecord.validation(
             step,
             val_loss=logs["eval_loss"],
             val_time=float(logs.get("eval_runtime", 0.0)),
             token_accuracy=logs.get("eval_mean_token_accuracy"),
         )
+        return _with_preference(record, logs)
     return None
 
 

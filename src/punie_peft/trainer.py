@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from punie.fsio import atomic_dir, write_json
 from punie.model.resolve import resolve_model
 from punie.train.callbacks import TrainingEvents
 from punie.train.rundir import RunDir
+from punie.train.stages import plan as stage_plan
 from punie_peft import mapping
 from punie_peft.convert import (
     MLX_WEIGHTS,
@@ -88,8 +90,8 @@ def _freeze_for_full(model, num_layers: int) -> None:
 
 
 def start_from_adapter(model, config: Any, model_dir: Path, scratch: Path, bits: int | None):
-    """The policy at the start of a GRPO run: the base plus `from_adapter`, an adapter folder in
-    mlx-lm's format (an MLX run's or a peft LoRA run's folder), which is also the reference.
+    """The policy at the start of a GRPO or DPO run: the base plus `from_adapter`, an adapter
+    folder in mlx-lm's format (an MLX run's or a peft LoRA run's folder), also the reference.
 
     A LoRA is converted to PEFT and trained on; TRL keeps a frozen copy of it as the reference.
     A full fine-tune's weights are loaded into the base and saved to `scratch`, then loaded from
@@ -169,7 +171,7 @@ def train_here(config: Any, run: RunDir, events: TrainingEvents | None = None) -
     )
     torch.manual_seed(config.seed)
     model = load_model(model_dir, bits=bits)
-    if config.from_adapter:  # GRPO only (check() refuses it elsewhere)
+    if config.from_adapter:  # GRPO and DPO (check() refuses it for SFT)
         model = start_from_adapter(model, config, model_dir, run.trainer_scratch / "punie", bits)
     num_layers = model.config.num_hidden_layers
     peft_config = None
@@ -186,13 +188,17 @@ def train_here(config: Any, run: RunDir, events: TrainingEvents | None = None) -
     writer = MetricsWriter(run, events, stage=method, steps_per_iteration=mu)
     started = time.time()
     if method == "dpo":
-        from trl import DPOConfig, DPOTrainer
+        from trl import DPOConfig
+
+        from punie_peft.dpo import StagedDPOTrainer
 
         train_rows = preference_rows(train_path)
         valid_rows = _val_rows(preference_rows(valid_path), config) if valid_path else None
-        trainer = DPOTrainer(
+        trainer = StagedDPOTrainer(
             model=model,
-            args=DPOConfig(**args, **mapping.dpo_kwargs(config)),
+            plan=stage_plan(replace(config, **mapping.dpo_kwargs(config)), len(train_rows)),
+            # a validation report at iteration 0, before any update, as on MLX
+            args=DPOConfig(**args, **mapping.dpo_kwargs(config), eval_on_start=bool(valid_rows)),
             train_dataset=Dataset.from_list(train_rows),
             eval_dataset=Dataset.from_list(valid_rows) if valid_rows else None,
             processing_class=tokenizer,

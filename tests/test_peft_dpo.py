@@ -1,0 +1,187 @@
+"""Preference training on the peft backend: the same keys, losses and stages as on MLX.
+
+The parity test feeds the same pairs and the same starting adapter (an MLX LoRA SFT adapter,
+converted to PEFT by the backend) to both backends, with one identical update (plain SGD, the
+whole set as one batch, no dropout), and compares their iteration-0 validation loss and the
+per-pair rewards β·r after the update.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("trl")
+
+from punie.data.sample import splits  # noqa: E402
+from punie.errors import ConfigError  # noqa: E402
+from punie.fsio import write_jsonl  # noqa: E402
+from punie.train.config import TrainConfig  # noqa: E402
+from punie.train.launch import start  # noqa: E402
+from punie.train.rundir import RunDir  # noqa: E402
+from punie_peft import mapping  # noqa: E402
+
+# Fixed log-probs with unequal per-pair losses (policy chosen, rejected; reference chosen, rejected)
+LOGPS = (
+    [-10.0, -4.0, -20.0, -7.5],
+    [-12.0, -3.0, -19.0, -9.0],
+    [-11.0, -4.5, -18.0, -8.0],
+    [-11.5, -3.5, -20.5, -8.5],
+)
+
+
+@pytest.mark.parametrize("name", ["dpo", "cal_dpo", "dr_dpo"])
+def test_torch_losses_equal_the_mlx_definitions_on_fixed_logps(name):
+    import torch
+
+    from punie.train.preference import preference_loss
+    from punie_peft.preference import batch_loss
+
+    mlx = preference_loss(name, *LOGPS, beta=0.2, dr_beta=0.5)
+    pc, pr, rc, rr = (torch.tensor(v, dtype=torch.float64) for v in LOGPS)
+    loss, pairs = batch_loss(name, pc - rc, pr - rr, beta=0.2, dr_beta=0.5)
+    assert loss.item() == pytest.approx(mlx.loss.item(), rel=1e-6)
+    assert pairs.numpy() == pytest.approx(np.array(mlx.pair_losses), rel=1e-6)
+
+
+def test_dr_dpo_in_torch_is_taken_over_pair_losses_not_their_mean():
+    import torch
+
+    from punie_peft.preference import batch_loss
+
+    r_c, r_r = torch.tensor([2.0, -1.0, 0.5]), torch.tensor([0.0, 1.0, 0.5])
+    dpo, ell = batch_loss("dpo", r_c, r_r, beta=1.0)
+    dr, _ = batch_loss("dr_dpo", r_c, r_r, beta=1.0, dr_beta=1.0)
+    hand = -math.log(sum(math.exp(-x) for x in ell.tolist()) / 3)
+    assert dr.item() == pytest.approx(hand, rel=1e-6)
+    assert dr.item() < dpo.item() - 0.05  # log-mean-exp weighs the low losses up
+
+
+def test_peft_accepts_the_mlx_preference_keys_and_refuses_drop_noisy_in_one_line():
+    stages = [{"epochs": 1, "beta": 0.05}, {"epochs": 1, "preference_loss": "dr_dpo"}]
+    for loss in ("dpo", "cal_dpo", "dr_dpo"):
+        assert mapping.method(TrainConfig(model="m", data="d", method="dpo", preference_loss=loss))
+    assert mapping.method(TrainConfig(model="m", data="d", method="dpo", stages=stages))
+    noisy = [{"epochs": 1}, {"epochs": 1, "drop_noisy": 0.2}]
+    with pytest.raises(ConfigError, match=r"^stages\[1\]\.drop_noisy: not supported by backend"):
+        mapping.method(TrainConfig(model="m", data="d", method="dpo", stages=noisy))
+
+
+# --- real runs --------------------------------------------------------------------------------
+
+LORA = dict(num_layers=2, rank=4, scale=10.0, dropout=0.0, max_seq_length=256, mask_prompt=True)
+
+
+def _call(name: str, args: str) -> str:
+    return f'<tool_call>\n{{"name": "{name}", "arguments": {args}}}\n</tool_call>'
+
+
+@pytest.fixture(scope="module")
+def pairs(tmp_path_factory) -> Path:
+    """8 pairs: chosen the right tool call, rejected the same call to the wrong tool; the same
+    file is the valid split, so validation reads the pairs the update was taken on."""
+    rows = []
+    for row in splits(n_train=24, n_valid=0, n_test=0, seed=1)["train"]:
+        turn = row["messages"][-1]
+        if not turn.get("tool_calls") or len(rows) == 8:
+            continue
+        call = turn["tool_calls"][0]["function"]
+        wrong = "list_dir" if call["name"] != "list_dir" else "read_file"
+        args = json.dumps(call["arguments"])
+        rows.append({
+            "prompt": row["messages"][:-1],
+            "chosen": [{"role": "assistant", "content": _call(call["name"], args)}],
+            "rejected": [{"role": "assistant", "content": _call(wrong, args)}],
+        })  # fmt: skip
+    folder = tmp_path_factory.mktemp("pairs")
+    write_jsonl(folder / "train.jsonl", rows)
+    write_jsonl(folder / "valid.jsonl", rows)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def sft_adapter(tiny_model, tmp_path_factory) -> Path:
+    """A LoRA SFT adapter from a short MLX run: non-zero B, so the start is not the base."""
+    data = tmp_path_factory.mktemp("sft")
+    for name, rows in splits(n_train=16, n_valid=4, n_test=0, seed=0).items():
+        if rows:
+            write_jsonl(data / f"{name}.jsonl", rows)
+    run = tmp_path_factory.mktemp("runs") / "sft"
+    config = TrainConfig(
+        model=str(tiny_model), data=str(data), adapter_path=str(run), iters=6, batch_size=4,
+        learning_rate=1e-2, steps_per_eval=1000, val_batches=1, save_every=1000, **LORA,
+    )  # fmt: skip
+    return start(config).adapter_path
+
+
+def _dpo_run(backend, tiny_model, pairs, sft_adapter, run_dir, **changes):
+    config = TrainConfig(
+        model=str(tiny_model), data=str(pairs), adapter_path=str(run_dir), backend=backend,
+        method="dpo", from_adapter=str(sft_adapter), iters=1, batch_size=8, optimizer="sgd",
+        learning_rate=0.5, beta=0.1, steps_per_report=1, steps_per_eval=1, val_batches=-1,
+        save_every=1000, seed=0, **LORA, **changes,
+    )  # fmt: skip
+    return start(config, overwrite=True)
+
+
+def _metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def _pair_rewards(tiny_model, pairs, adapter: Path, reference: Path, beta: float) -> np.ndarray:
+    """β·r of each pair's [chosen, rejected] under `adapter`, both runs scored by the same MLX
+    code, so a difference is a difference in the update, not in the scoring."""
+    import mlx.core as mx
+    from mlx_lm.utils import load
+
+    from punie.train.pair_data import iterate_pair_batches, sequence_logps, tokenized_pairs
+
+    model, tokenizer = load(str(tiny_model), adapter_path=str(adapter))
+    split = tokenized_pairs(pairs, "train", tokenizer, 256)
+    out = []
+    for tokens, mask, _ in iterate_pair_batches(split.pairs, range(len(split)), 8, 256):
+        out.append(np.array(sequence_logps(model, tokens, mask)))
+    logps = np.concatenate(out)
+    policy = np.stack([logps[: len(split)], logps[len(split) :]], axis=1)
+    ref = np.array(mx.load(str(reference))["train"])
+    return beta * (policy - ref)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("loss", ["dpo", "cal_dpo"])
+def test_peft_and_mlx_agree_on_initial_loss_and_rewards_after_one_update(
+    loss, tiny_model, pairs, sft_adapter, tmp_path
+):
+    runs = {
+        b: _dpo_run(b, tiny_model, pairs, sft_adapter, tmp_path / b, preference_loss=loss)
+        for b in ("mlx", "peft")
+    }
+    metrics = {b: _metrics(r.run_dir) for b, r in runs.items()}
+    val0 = {b: next(m for m in ms if m["iteration"] == 0 and "val_loss" in m) for b, ms in metrics.items()}
+    closed = math.log(2) + (2 * (1 / (2 * 0.1)) ** 2 if loss == "cal_dpo" else 0.0)
+    # identical start (policy == reference): the closed form on both, to float32 rounding
+    assert val0["mlx"]["val_loss"] == pytest.approx(closed, abs=1e-3)
+    assert val0["peft"]["val_loss"] == pytest.approx(val0["mlx"]["val_loss"], abs=1e-3)
+    reference = RunDir(runs["mlx"].run_dir).reference
+    rewards = {
+        b: _pair_rewards(tiny_model, pairs, r.adapter_path, reference, 0.1)
+        for b, r in runs.items()
+    }
+    print(f"PARITY {loss}: val0 mlx={val0['mlx']['val_loss']:.6f} peft={val0['peft']['val_loss']:.6f}")
+    print(f"PARITY {loss}: rewards mlx={rewards['mlx'].round(5).tolist()}")
+    print(f"PARITY {loss}: rewards peft={rewards['peft'].round(5).tolist()}")
+    diff = np.abs(rewards["mlx"] - rewards["peft"])
+    print(f"PARITY {loss}: max |diff|={diff.max():.2e} max |reward|={np.abs(rewards['mlx']).max():.3e}")
+    assert np.abs(rewards["mlx"]).max() > 1e-3  # the update moved the rewards
+    assert diff.max() <= 1e-3 + 0.02 * np.abs(rewards["mlx"]).max()
+    train = {b: [m for m in ms if "train_loss" in m] for b, ms in metrics.items()}
+    for b in ("mlx", "peft"):
+        assert {"reward_chosen", "reward_rejected", "reward_margin", "reward_accuracy"} <= set(
+            train[b][0]
+        ), b
+        assert train[b][0]["stage"] == 0
