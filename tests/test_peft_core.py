@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 
-from punie.errors import ConfigError, PunieError
+from punie.errors import PunieError
 from punie.train.config import TrainConfig
 from punie_peft import mapping
 from punie_peft.convert import mlx_to_peft, peft_to_mlx
