@@ -223,3 +223,21 @@ def test_peft_runs_a_staged_schedule_as_one_run_with_the_stage_in_every_report(
     # β·r doubles with β at the boundary: the reward scale follows the stage's β
     assert train[1]["reward_margin"] == pytest.approx(0.0, abs=1e-6)
     assert abs(train[3]["reward_margin"]) > abs(train[2]["reward_margin"])
+
+
+def test_trl_reward_logs_become_the_shared_preference_fields():
+    from punie_peft.metrics import record_from_log
+
+    train = record_from_log(
+        {"loss": 0.6, "rewards/chosen": 0.2, "rewards/rejected": -0.1, "rewards/margins": 0.3,
+         "rewards/accuracies": 0.75, "stage": 1},
+        step=3, tokens=100, tokens_per_s=1.0, steps_per_s=1.0,
+    )  # fmt: skip
+    assert (train.reward_chosen, train.reward_rejected) == (0.2, -0.1)
+    assert (train.reward_margin, train.reward_accuracy, train.stage) == (0.3, 0.75, 1)
+    val = record_from_log(
+        {"eval_loss": 0.5, "eval_rewards/margins": 0.4, "eval_rewards/accuracies": 1.0, "stage": 0},
+        step=0, tokens=0, tokens_per_s=0.0, steps_per_s=0.0,
+    )  # fmt: skip
+    assert (val.val_loss, val.val_reward_margin, val.val_reward_accuracy) == (0.5, 0.4, 1.0)
+    assert val.stage == 0 and val.reward_margin is None
