@@ -301,7 +301,7 @@ def test_punie_fuse_on_a_peft_run_merges_with_peft_not_mlx(lora_run, merged, tmp
 
 def test_punie_fuse_refuses_gguf_for_a_peft_run_in_one_line(lora_run, tmp_path):
     out = tmp_path / "fused"
-    result = punie_cli("fuse", str(lora_run.run_dir), "-o", str(out), "--gguf")
+    result = punie_cli("fuse", str(lora_run.run_dir), "-o", str(out), "--gguf", "f16")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "error: --gguf: not supported by backend peft (fuse without it)"

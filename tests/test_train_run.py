@@ -146,9 +146,29 @@ def test_fuse_passes_the_parity_check_and_writes_a_modelfile(lora_run, tmp_path)
     assert (out / "model.safetensors").is_file()
 
 
-def test_gguf_export_of_a_qwen2_model_is_a_clear_error(lora_run, tmp_path):
-    result = punie("fuse", str(lora_run), "-o", str(tmp_path / "g"), "--gguf", check=False)
+def test_fuse_gguf_of_a_qwen2_run_gives_transformers_the_same_greedy_tokens(
+    lora_run, workdir, tmp_path
+):
+    """The GGUF, read back by transformers' GGUF loader on CPU torch (an independent reader),
+    answers the run's parity prompts token for token as the fused model does in mlx_lm."""
+    pytest.importorskip("torch")
+    pytest.importorskip("gguf")
+    from gguf_support import greedy_parity
+    from punie.train.fuse import parity_prompts
+
+    out = tmp_path / "g"
+    result = json.loads(
+        punie("fuse", str(lora_run), "-o", str(out), "--gguf", "f16", "--json").stdout
+    )
+    assert result["gguf"] == str(out / "model.gguf")
+    assert "FROM ./model.gguf" in (out / "Modelfile").read_text()
+    rows = greedy_parity(out, out / "model.gguf", parity_prompts(workdir / "data"))
+    assert all(r["same_prompt_ids"] and r["same_tokens"] for r in rows), rows
+    assert max(r["max_logit_diff"] for r in rows) < 0.05
+
+
+def test_gguf_of_an_unknown_quant_is_refused_before_anything_runs(lora_run, tmp_path):
+    result = punie("fuse", str(lora_run), "-o", str(tmp_path / "g"), "--gguf", "q4", check=False)
     assert result.returncode == 2
-    assert "GGUF only for llama, mistral, mixtral" in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1
+    assert result.stderr.strip().splitlines() == ["error: --gguf: 'q4' is not one of f16, q8_0"]
     assert not (tmp_path / "g").exists()

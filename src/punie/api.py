@@ -143,11 +143,12 @@ def fuse(
     runs_dir: Path | str = runs.DEFAULT_RUNS_DIR,
     checkpoint: str = "best",
     dequantize: bool = False,
-    gguf: bool = False,
+    gguf: str | None = None,
     parity: bool = True,
 ) -> FuseResult:
     """Merge a run's adapter into its base model at `out`, through the backend that trained the
-    run (`config.json`'s `backend`): mlx_lm's fuser for an mlx run, PEFT's merge for a peft run."""
+    run (`config.json`'s `backend`): mlx_lm's fuser for an mlx run, PEFT's merge for a peft run.
+    `gguf="f16"` or `"q8_0"` also writes `out/model.gguf` (mlx runs)."""
     run_dir = runs.find_run(run.run_dir if isinstance(run, RunResult) else run, runs_dir)
     backend = get_backend(TrainConfig.load(RunDir(run_dir).config).backend)
     return backend.fuse(

@@ -77,12 +77,20 @@ def model_tiny(
         Path, typer.Argument(help="Folder to write the model to (replaced if present).")
     ],
     seed: Annotated[int, typer.Option(help="Seed for the random weights.")] = 0,
+    architecture: Annotated[
+        str, typer.Option(help="qwen2, or llama (the same model without q/k/v biases).")
+    ] = "qwen2",
 ) -> None:
     """Write the embedded tiny model: Qwen2 architecture, random weights, a locally trained
     byte-level BPE tokenizer and a chat template with tool calls. Same seed, same bytes."""
-    from punie.model.tiny import build_tiny_model
+    from punie.errors import ConfigError
+    from punie.model.tiny import ARCHITECTURES, build_tiny_model
 
-    print(build_tiny_model(out, seed=seed))
+    if architecture not in ARCHITECTURES:
+        raise ConfigError(
+            f"--architecture: {architecture!r} is not one of {', '.join(ARCHITECTURES)}"
+        )
+    print(build_tiny_model(out, seed=seed, architecture=architecture))
 
 
 @model_app.command("resolve")

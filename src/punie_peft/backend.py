@@ -103,7 +103,7 @@ class PeftBackend:
         *,
         checkpoint: str = "best",
         dequantize: bool = False,
-        gguf: bool = False,
+        gguf: str | None = None,
         parity: bool = True,
     ) -> FuseResult:
         """PEFT's merge_and_unload. A peft run keeps one adapter (no `best/`), so `best` is the

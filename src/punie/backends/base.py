@@ -73,7 +73,7 @@ class Backend(Protocol):
         *,
         checkpoint: str = "best",
         dequantize: bool = False,
-        gguf: bool = False,
+        gguf: str | None = None,
         parity: bool = True,
     ) -> FuseResult:
         """Merge the run's adapter (`best`, or `final`) into its base model and write a loadable

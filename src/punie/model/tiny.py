@@ -1,9 +1,10 @@
-"""The embedded default model: a deterministic tiny Qwen2-architecture model.
+"""The embedded default model: a deterministic tiny Qwen2-architecture model (or Llama).
 
 Nothing can be downloaded at run time on the machines Punie is tested on, so every test and the
 demo run on a model built here: random weights from a seed, a byte-level BPE tokenizer trained on
 `corpus.txt`, and the ChatML-with-tools template in `chat_template.jinja`. The folder it writes is
-an ordinary Hugging Face model folder that mlx_lm and transformers both load.
+an ordinary Hugging Face model folder that mlx_lm and transformers both load. `architecture="llama"`
+writes the same model as a Llama (no q/k/v biases), for the code that differs by family (GGUF).
 
 Same seed and shape, same bytes: weights are drawn with numpy's PCG64 and written by our own
 safetensors writer (sorted keys, no timestamps), and the tokenizer is trained single-threaded.
@@ -22,6 +23,7 @@ import numpy as np
 
 from punie.fsio import atomic_dir, write_json
 
+ARCHITECTURES = ("qwen2", "llama")
 SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
 # Added but not special: they must survive decoding so the server's tool parser sees them.
 TOOL_TOKENS = ("<tool_call>", "</tool_call>")
@@ -92,10 +94,18 @@ def _tokenizer_config(tokenizer) -> dict:
     }
 
 
-def _model_config(shape: TinyShape, eos_id: int, pad_id: int) -> dict:
+def _model_config(shape: TinyShape, eos_id: int, pad_id: int, architecture: str) -> dict:
+    family = {
+        "qwen2": {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2"},
+        "llama": {
+            "architectures": ["LlamaForCausalLM"],
+            "model_type": "llama",
+            "attention_bias": False,
+            "mlp_bias": False,
+        },
+    }[architecture]
     return {
-        "architectures": ["Qwen2ForCausalLM"],
-        "model_type": "qwen2",
+        **family,
         **asdict(shape),
         "hidden_act": "silu",
         "rms_norm_eps": 1e-6,
@@ -110,7 +120,7 @@ def _model_config(shape: TinyShape, eos_id: int, pad_id: int) -> dict:
     }
 
 
-def _weights(shape: TinyShape, seed: int) -> dict[str, np.ndarray]:
+def _weights(shape: TinyShape, seed: int, architecture: str) -> dict[str, np.ndarray]:
     rng = np.random.Generator(np.random.PCG64(seed))
     head_dim = shape.hidden_size // shape.num_attention_heads
     h, kv = shape.hidden_size, shape.num_key_value_heads * head_dim
@@ -142,6 +152,8 @@ def _weights(shape: TinyShape, seed: int) -> dict[str, np.ndarray]:
             f"{p}.post_attention_layernorm.weight": np.ones(h, np.float32),
         }
     weights["model.norm.weight"] = np.ones(h, np.float32)
+    if architecture == "llama":  # the same draws; Llama has no attention biases
+        weights = {k: v for k, v in weights.items() if not k.endswith("_proj.bias")}
     return weights
 
 
@@ -166,8 +178,12 @@ def write_safetensors(path: Path, tensors: dict[str, np.ndarray]) -> None:
             f.write(np.ascontiguousarray(tensors[name], dtype="<f4").tobytes())
 
 
-def build_tiny_model(out: Path, *, seed: int = 0, shape: TinyShape = TinyShape()) -> Path:
+def build_tiny_model(
+    out: Path, *, seed: int = 0, shape: TinyShape = TinyShape(), architecture: str = "qwen2"
+) -> Path:
     """Write the tiny model folder to `out` (atomically) and return it."""
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"architecture {architecture!r} is not one of {', '.join(ARCHITECTURES)}")
     out = Path(out)
     tokenizer = _train_tokenizer(shape.vocab_size - 64)
     if tokenizer.get_vocab_size() > shape.vocab_size:
@@ -182,11 +198,14 @@ def build_tiny_model(out: Path, *, seed: int = 0, shape: TinyShape = TinyShape()
             tmp / "special_tokens_map.json",
             {"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"},
         )
-        write_json(tmp / "config.json", _model_config(shape, eos_id, pad_id))
+        write_json(tmp / "config.json", _model_config(shape, eos_id, pad_id, architecture))
         write_json(
             tmp / "generation_config.json",
             {"eos_token_id": eos_id, "pad_token_id": pad_id, "do_sample": False},
         )
-        write_safetensors(tmp / "model.safetensors", _weights(shape, seed))
-        write_json(tmp / "punie_tiny.json", {"seed": seed, "shape": asdict(shape)})
+        write_safetensors(tmp / "model.safetensors", _weights(shape, seed, architecture))
+        meta = {"seed": seed, "shape": asdict(shape)}
+        if architecture != "qwen2":  # the Qwen2 folder stays byte-for-byte what it was
+            meta["architecture"] = architecture
+        write_json(tmp / "punie_tiny.json", meta)
     return out

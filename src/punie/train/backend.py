@@ -105,7 +105,7 @@ class MLXBackend:
         *,
         checkpoint: str = "best",
         dequantize: bool = False,
-        gguf: bool = False,
+        gguf: str | None = None,
         parity: bool = True,
     ) -> FuseResult:
         return fuse_run(

@@ -391,8 +391,12 @@ def fuse_command(
         bool, typer.Option(help="Write a dequantized (fp16) model from a quantized base.")
     ] = False,
     gguf: Annotated[
-        bool, typer.Option(help="Also export GGUF (llama, mistral, mixtral only).")
-    ] = False,
+        str | None,
+        typer.Option(
+            help="Also write model.gguf, matrices f16 or q8_0 (Qwen2/Qwen3, Llama/Mistral).",
+            metavar="f16|q8_0",
+        ),
+    ] = None,
     parity: Annotated[
         bool, typer.Option(help="Check greedy answers of base+adapter against the fused model.")
     ] = True,
