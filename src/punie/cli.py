@@ -14,6 +14,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console, RenderableType
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     Progress,
@@ -337,7 +338,8 @@ def main() -> None:
     try:
         app()
     except PunieError as e:
-        console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+        # escaped: a message may hold brackets rich would take for markup (`punie[wandb]`)
+        console.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
         sys.exit(exit_code(e))
     except OSError as e:
         # a full, read-only or forbidden disk is the user's to fix; any other OSError is a bug
@@ -345,7 +347,8 @@ def main() -> None:
         if e.errno not in DISK_ERRNOS:
             raise
         where = f"{e.filename}: " if e.filename else ""
-        console.print(f"[red]error:[/red] {where}{e.strerror}", highlight=False, soft_wrap=True)
+        message = escape(f"{where}{e.strerror}")
+        console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
         sys.exit(1)
     except KeyboardInterrupt:  # typer exits 130 on its own; this one arrived outside it
         _interrupted(received())

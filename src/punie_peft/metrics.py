@@ -5,7 +5,8 @@ second since the last report, `trained_tokens` so far and `peak_memory` in GB, t
 `grad_norm` and TRL's `mean_token_accuracy`); one with `eval_loss` is a validation report
 (`val_time` is the Trainer's `eval_runtime`, `val_token_accuracy` TRL's eval accuracy). TRL's
 accuracy is the mean of per-batch accuracies, MLX's the hits over all tokens of the report.
-Only the main process writes, so a multi-process run has one file.
+Only the main process writes, so a multi-process run has one file (and one set of `report_to`
+trackers).
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ from transformers import TrainerCallback
 
 from punie.platform import current, peak_rss_bytes
 from punie.train.callbacks import TrainingCallback, TrainingEvents
+from punie.train.config import TrainConfig
 from punie.train.records import MetricsLog, MetricsRecord
 from punie.train.rundir import RunDir
+from punie.train.tracking import open_trackers
 
 
 def peak_memory_gb() -> float:
@@ -129,7 +132,9 @@ class MetricsWriter(TrainerCallback):
 
     def on_train_begin(self, args, state, control, **kwargs):
         if state.is_world_process_zero:
-            self._log = MetricsLog(self.run.metrics, fresh=True)
+            config = TrainConfig.load(self.run.config)
+            sinks = open_trackers(self.run.path, config)  # report_to: the same records
+            self._log = MetricsLog(self.run.metrics, fresh=True, sinks=sinks)
             self.events.on_stage_start(
                 self.stage, state.global_step // self.per, state.max_steps // self.per
             )

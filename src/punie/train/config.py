@@ -33,6 +33,7 @@ REWARDS = ("pass", "partial")
 ADVANTAGES = ("grpo", "dr_grpo")
 PREFERENCE_LOSSES = ("dpo", "cal_dpo", "dr_dpo")
 STAGE_KEYS = ("epochs", "beta", "preference_loss", "dr_beta", "drop_noisy")
+REPORT_TO = ("tensorboard", "wandb")
 SEED_MAX = 2**32 - 1  # numpy's seed range; MLX takes any uint64
 
 
@@ -239,6 +240,14 @@ class TrainConfig:
             shown="one stage",
         ),
     )
+    report_to: tuple[str, ...] = field(
+        default=(),
+        metadata=_help(
+            'also write the metrics to `["tensorboard"]` (`<run>/tensorboard`) and/or `["wandb"]` '
+            "(offline, `<run>/wandb`); extras `punie[tensorboard]`, `punie[wandb]`",
+            shown="`[]`",
+        ),
+    )
     extra: dict[str, Any] = field(
         default_factory=dict,
         metadata=_help(
@@ -247,10 +256,9 @@ class TrainConfig:
     )
 
     def __post_init__(self) -> None:
-        if isinstance(self.target_modules, list):
-            object.__setattr__(self, "target_modules", tuple(self.target_modules))
-        if isinstance(self.stages, list):
-            object.__setattr__(self, "stages", tuple(self.stages))
+        for name in ("target_modules", "stages", "report_to"):
+            if isinstance(getattr(self, name), list):
+                object.__setattr__(self, name, tuple(getattr(self, name)))
         for name, kind in _kinds().items():
             _check_type(name, getattr(self, name), kind)
         _check_values(self)
@@ -263,6 +271,7 @@ class TrainConfig:
         for key in ("target_modules", "stages"):
             if data[key] is not None:
                 data[key] = list(data[key])
+        data["report_to"] = list(data["report_to"])
         return data
 
     @classmethod
@@ -397,6 +406,10 @@ def _check_values(c: TrainConfig) -> None:
         raise ConfigError(f"seed: must be in [0, {SEED_MAX}], got {c.seed}")
     if c.target_modules is not None and not c.target_modules:
         raise ConfigError("target_modules: must name at least one module, or be left out")
+    for name in c.report_to:
+        _one_of("report_to", name, REPORT_TO)
+    if len(set(c.report_to)) < len(c.report_to):
+        raise ConfigError(f"report_to: names a tracker twice: {list(c.report_to)}")
     if c.fine_tune_type == "full" and c.target_modules:
         raise ConfigError("target_modules: only applies to lora and dora, not full fine-tuning")
     _check_grpo(c)

@@ -27,6 +27,7 @@ from punie.train.callbacks import Callbacks, TrainingCallback, TrainingEvents
 from punie.train.config import TrainConfig
 from punie.train.records import MetricsSummary, RunRecord
 from punie.train.rundir import RunDir
+from punie.train.tracking import check_report_to
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,7 @@ def check(config: TrainConfig):
     manifest.update(runs.suite_manifest(config))
     if config.from_adapter and not Path(config.from_adapter).exists():
         raise ConfigError(f"from_adapter: {config.from_adapter}: no such file or folder")
+    check_report_to(config.report_to)
     backend.check(config)
     return backend, config, manifest
 

@@ -13,7 +13,8 @@ so the point where it asks for the next batch is the point between two steps. Th
 - stops a run whose loss, validation loss or weights went NaN or infinite: the last checkpoint
   (written only from finite weights) is kept, and nothing is saved from non-finite weights.
 
-Reports go to metrics.jsonl (`MetricsLog`) and to the parent on the event channel.
+Reports go to metrics.jsonl (`MetricsLog`, and the trackers of `report_to`) and to the parent on
+the event channel.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from punie.train.events import EventChannel, TrainingFailed
 from punie.train.records import MetricsLog, MetricsRecord
 from punie.train.rundir import RunDir
 from punie.train.setup import trainable
+from punie.train.tracking import open_trackers
 
 Selector = Callable[[Path], float]
 
@@ -75,7 +77,7 @@ class Loop:
         self.stop_requested = False
         self.last_eval_at: int | None = None
         self.checkpoint_at: int | None = None
-        self.metrics = MetricsLog(run.metrics)
+        self.metrics = MetricsLog(run.metrics, sinks=open_trackers(run.path, config))
         # `select_by`: scores an adapter folder on a held-out suite (higher is better); then
         # best/ follows that score, and validation only records its loss.
         self.selector: Selector | None = selector
@@ -184,9 +186,9 @@ class Loop:
         self.start = self.completed = self.checkpoint_at = state.iteration
         self.best = state.best
         self.evals_since_best = state.evals_since_best
-        self.metrics.close()
+        self.metrics.close(keep_sinks=True)
         truncate_metrics(self.run.metrics, self.start)
-        self.metrics = MetricsLog(self.run.metrics)
+        self.metrics = MetricsLog(self.run.metrics, sinks=self.metrics.sinks)
 
     # --- between steps -----------------------------------------------------------------------
     def measure(self) -> MetricsRecord:

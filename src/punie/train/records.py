@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 METRICS_SCHEMA_VERSION = 1
 RUN_SCHEMA_VERSION = 1
@@ -156,21 +157,36 @@ PREFERENCE_FIELDS = ("reward_chosen", "reward_rejected", "reward_margin", "rewar
 VALIDATION_PREFERENCE_FIELDS = ("val_reward_margin", "val_reward_accuracy")
 
 
+class MetricsSink(Protocol):
+    """Somewhere else the same records go (a tracker: TensorBoard, W&B; `punie.train.tracking`)."""
+
+    def write(self, record: MetricsRecord) -> None: ...
+
+    def close(self) -> None: ...
+
+
 class MetricsLog:
     """metrics.jsonl, appended one record a line and flushed at once: a live log that `punie runs`
-    and the progress display read while the run goes on."""
+    and the progress display read while the run goes on. Each record also goes to `sinks`."""
 
-    def __init__(self, path: Path | str, *, fresh: bool = False):
+    def __init__(self, path: Path | str, *, fresh: bool = False, sinks: Sequence[MetricsSink] = ()):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file = open(self.path, "w" if fresh else "a", encoding="utf-8")  # noqa: SIM115
+        self.sinks = tuple(sinks)
 
     def append(self, record: MetricsRecord) -> None:
         self._file.write(json.dumps(record.to_dict()) + "\n")
         self._file.flush()
+        for sink in self.sinks:
+            sink.write(record)
 
-    def close(self) -> None:
+    def close(self, *, keep_sinks: bool = False) -> None:
+        """Close the file, and the sinks unless a new log over the same run takes them on."""
         self._file.close()
+        if not keep_sinks:
+            for sink in self.sinks:
+                sink.close()
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from punie.fsio import write_json
 from punie.train.config import TrainConfig
 from punie.train.events import EventChannel
 from punie.train.rundir import RunDir, adapter_config_file
+from punie.train.tracking import close_all
 
 INTERRUPTED_EXIT = 130
 FAILED_EXIT = 2
@@ -172,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     except PunieError as e:  # a request the model cannot meet, bad data, a non-finite loss
         events.failed(e)
         return FAILED_EXIT
+    finally:
+        close_all()  # the trackers of `report_to`, however the run ended
 
 
 if __name__ == "__main__":
