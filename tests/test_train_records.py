@@ -79,5 +79,5 @@ def test_an_unknown_mlx_backend_option_is_one_line_naming_it(tmp_path):
                             capture_output=True, text=True, cwd=tmp_path, timeout=60)  # fmt: skip
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == (
-        "error: extra.launcher: not an option of backend mlx (its options: none)"
+        "error: extra.launcher: not an option of backend mlx (its options: hosts)"
     )

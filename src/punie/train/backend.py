@@ -45,8 +45,13 @@ def is_quantized(model_cfg: dict[str, Any] | None) -> bool:
 
 @dataclass(frozen=True)
 class MLXOptions:
-    """The MLX backend's own options (config `extra.*`): none yet; every setting it uses is a
-    TrainConfig field. A new MLX-only option becomes a field here."""
+    """The MLX backend's own options (config `extra.*`); the rest are TrainConfig fields.
+
+    `hosts`: data-parallel training under `mlx.launch` (ring backend), one process a host:
+    comma-separated IPs, or a hostfile. The model, data and run folder must be at the same paths
+    on every host (a shared folder); `batch_size` is the global batch, split over the hosts."""
+
+    hosts: str | None = None
 
 
 class MLXBackend:
@@ -73,7 +78,19 @@ class MLXBackend:
         return found
 
     def check(self, config: TrainConfig) -> None:
-        self.options(config)
+        hosts = self.options(config).hosts
+        if hosts and (config.method != "sft" or config.select_by):
+            raise ConfigError(
+                "extra.hosts: --hosts runs sft without select_by (grpo and select_by score "
+                "checkpoints inside the worker, on one process)"
+            )
+        if hosts and not Path(hosts).is_file():
+            count = len([h for h in hosts.split(",") if h.strip()])
+            if config.batch_size % count:
+                raise ConfigError(
+                    f"batch_size: {config.batch_size} does not split evenly over the {count} "
+                    "hosts of --hosts (each takes batch_size / hosts rows a step)"
+                )
         cfg = model_config(config.model)
         if cfg is not None:
             if config.fine_tune_type == "full" and is_quantized(cfg):
@@ -95,7 +112,10 @@ class MLXBackend:
             check_preference_rows(Path(config.data) / "train.jsonl")
 
     def train(self, config: TrainConfig, run: RunDir, events: TrainingEvents) -> Path:
-        run_worker(run.path, events, stage=config.method, module=worker_module(config))
+        run_worker(
+            run.path, events, stage=config.method, module=worker_module(config),
+            hosts=self.options(config).hosts,
+        )  # fmt: skip
         return run.adapter
 
     def fuse(

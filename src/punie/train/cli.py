@@ -115,6 +115,13 @@ def train_command(
     num_processes: Annotated[
         int | None, typer.Option(help="With --launcher accelerate: processes (GPUs) in all.")
     ] = None,
+    hosts: Annotated[
+        str | None,
+        typer.Option(
+            help="mlx backend: data-parallel over these hosts with mlx.launch (ring): "
+            "IPs, comma-separated (127.0.0.1,127.0.0.1 is 2 local processes), or a hostfile."
+        ),
+    ] = None,
     sets: Annotated[
         list[str] | None,
         typer.Option("--set", help="Any config key: --set lr_schedule=cosine (repeatable)."),
@@ -170,7 +177,7 @@ def train_command(
             sets=sets,
             name=name,
             runs_dir=runs_dir,
-            options={"launcher": launcher, "num_processes": num_processes},
+            options={"launcher": launcher, "num_processes": num_processes, "hosts": hosts},
         )
     if print_config:
         print(to_toml(config), end="")

@@ -156,7 +156,7 @@ class PreferenceLoop(Loop):
             for j in worst
         ]
 
-    def inner_batches(self, dataset, batch_size, max_seq_length):
+    def inner_batches(self, dataset, batch_size, max_seq_length, comm_group=None):
         inner = None
         while True:
             stage = schedule.stage_for_step(self.plan, self.completed + 1)

@@ -59,8 +59,18 @@ class Loop:
     """The hooks between optimizer steps, and the run's on-disk state."""
 
     def __init__(
-        self, run: RunDir, config: TrainConfig, model, optimizer, valid, events, selector=None
+        self,
+        run: RunDir,
+        config: TrainConfig,
+        model,
+        optimizer,
+        valid,
+        events,
+        selector=None,
+        primary=True,
     ):
+        """`primary`: this process writes the run folder. In a data-parallel run (`--hosts`)
+        every rank runs the same hooks, in step, and only rank 0 writes."""
         from punie.train.masking import Cursor
 
         self.run = run
@@ -77,7 +87,10 @@ class Loop:
         self.stop_requested = False
         self.last_eval_at: int | None = None
         self.checkpoint_at: int | None = None
-        self.metrics = MetricsLog(run.metrics, sinks=open_trackers(run.path, config))
+        self.primary = primary
+        self.metrics = (
+            MetricsLog(run.metrics, sinks=open_trackers(run.path, config)) if primary else None
+        )
         # `select_by`: scores an adapter folder on a held-out suite (higher is better); then
         # best/ follows that score, and validation only records its loss.
         self.selector: Selector | None = selector
@@ -85,7 +98,8 @@ class Loop:
 
     # --- records (mlx_lm's TrainingCallback) -----------------------------------------------
     def record(self, record: MetricsRecord) -> None:
-        self.metrics.append(record)
+        if self.metrics is not None:
+            self.metrics.append(record)
         self.events.send("metrics", record=record.to_dict())
 
     def on_train_loss_report(self, info: dict[str, Any]) -> None:
@@ -175,7 +189,8 @@ class Loop:
             best=self.best,
             evals_since_best=self.evals_since_best,
         )
-        save_checkpoint(self.run, self.model, self.optimizer, state)
+        if self.primary:
+            save_checkpoint(self.run, self.model, self.optimizer, state)
         self.checkpoint_at = self.completed
         self.events.send("checkpoint", iteration=self.completed)
 
@@ -186,9 +201,10 @@ class Loop:
         self.start = self.completed = self.checkpoint_at = state.iteration
         self.best = state.best
         self.evals_since_best = state.evals_since_best
-        self.metrics.close(keep_sinks=True)
-        truncate_metrics(self.run.metrics, self.start)
-        self.metrics = MetricsLog(self.run.metrics, sinks=self.metrics.sinks)
+        if self.metrics is not None:
+            self.metrics.close(keep_sinks=True)
+            truncate_metrics(self.run.metrics, self.start)
+            self.metrics = MetricsLog(self.run.metrics, sinks=self.metrics.sinks)
 
     # --- between steps -----------------------------------------------------------------------
     def measure(self) -> MetricsRecord:
@@ -227,7 +243,8 @@ class Loop:
         if self.best is None or val_loss < self.best[1]:
             self.best = (self.completed, float(val_loss))
             self.evals_since_best = 0
-            save_adapter(self.run.best, self.model, self.config)
+            if self.primary:
+                save_adapter(self.run.best, self.model, self.config)
             self.events.send("best", iteration=self.completed, val_loss=float(val_loss))
         else:
             self.evals_since_best += 1
@@ -269,11 +286,14 @@ class Loop:
             if self.config.patience and self.evals_since_best >= self.config.patience:
                 raise EarlyStop()
 
-    def inner_batches(self, dataset, batch_size, max_seq_length):
+    def inner_batches(self, dataset, batch_size, max_seq_length, comm_group=None):
         """The endless training batches, from `self.cursor` (a training method's own data)."""
         from punie.train.masking import iterate_batches
 
-        return iterate_batches(dataset, batch_size, max_seq_length, loop=True, cursor=self.cursor)
+        return iterate_batches(
+            dataset, batch_size, max_seq_length, loop=True, cursor=self.cursor,
+            comm_group=comm_group,
+        )  # fmt: skip
 
     def batches(self, dataset, batch_size, max_seq_length, loop=False, seed=None, comm_group=None):
         """What `train` iterates: mlx_lm's batches, with the run's hooks before each step."""
@@ -283,7 +303,8 @@ class Loop:
             yield from iterate_batches(dataset, batch_size, max_seq_length, comm_group=comm_group)
             return
         gas = self.config.grad_accumulation_steps
-        inner = self.inner_batches(dataset, batch_size, max_seq_length)
+        # a data-parallel rank (`--hosts`) takes its share of each batch
+        inner = self.inner_batches(dataset, batch_size, max_seq_length, comm_group)
         while True:
             if self.completed > self.start:
                 self.check_gradients()
@@ -313,7 +334,8 @@ class Loop:
         if self.valid and self.last_eval_at != self.completed:
             with contextlib.suppress(EarlyStop):
                 self.validate()
-        save_adapter(self.run.adapter, self.model, self.config)
+        if self.primary:
+            save_adapter(self.run.adapter, self.model, self.config)
         with contextlib.suppress(EarlyStop):
             self.select()
         self.save_checkpoint()

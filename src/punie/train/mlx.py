@@ -1,6 +1,7 @@
 """Training on MLX: the worker child process, seen from the parent.
 
-`run_worker` starts `python -m punie.train.worker RUN_DIR` through `punie.proc` (own process
+`run_worker` starts `python -m punie.train.worker RUN_DIR` (or, with `hosts`, one a host under
+`mlx.launch`) through `punie.proc` (own process
 group, OpenBLAS preloaded, stopped with SIGTERM then SIGKILL however the block exits), reads its
 JSON-line events (`punie.train.events`) and turns them into `TrainingEvents` calls. A `failed`
 event becomes one PunieError line naming the field at fault.
@@ -12,7 +13,9 @@ argv out) for the benchmark that compares the two.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +43,26 @@ def worker_module(config: TrainConfig) -> str:
     return EVAL_WORKER if config.method == "grpo" or config.select_by else SFT_WORKER
 
 
-def worker_command(run_dir: Path, module: str = SFT_WORKER) -> list[str]:
-    return python_module(module, str(run_dir))
+def worker_command(run_dir: Path, module: str = SFT_WORKER, hosts: str | None = None) -> list[str]:
+    """The worker; with `hosts`, one worker a host under `mlx.launch` (MLX's launcher, ring
+    backend): a comma-separated list of IPs (repeat one for several processes on it), or a
+    hostfile in mlx.launch's JSON format."""
+    worker = python_module(module, str(run_dir))
+    if not hosts:
+        return worker
+    where = ["--hostfile", hosts] if Path(hosts).is_file() else ["--hosts", hosts]
+    return [
+        launcher(), *where, "--backend", "ring", "--python", sys.executable, "--", *worker[1:],
+    ]  # fmt: skip
+
+
+def launcher() -> str:
+    """mlx.launch from the environment running Punie (the same MLX as the workers')."""
+    beside = Path(sys.executable).parent / "mlx.launch"
+    found = str(beside) if beside.is_file() else shutil.which("mlx.launch")
+    if not found:
+        raise BackendError("--hosts: mlx.launch is not installed beside this Python (mlx>=0.22)")
+    return found
 
 
 def dispatch(event: dict[str, Any], run: RunDir, events: TrainingEvents, stage: str) -> None:
@@ -70,13 +91,15 @@ def run_worker(
     events: TrainingEvents | None = None,
     stage: str = "sft",
     module: str = SFT_WORKER,
+    hosts: str | None = None,
 ) -> dict[str, Any]:
-    """Run the worker to its end; return its last event. Raises PunieError if it failed."""
+    """Run the worker to its end (on `hosts`, data-parallel); return its last event. Raises
+    PunieError if it failed."""
     run = RunDir(Path(run_dir))
     events = events or TrainingCallback()
     last: dict[str, Any] = {}
     failed: dict[str, Any] | None = None
-    cmd = worker_command(run.path, module)
+    cmd = worker_command(run.path, module, hosts)
     with child_process(cmd, stdout=subprocess.PIPE, grace=STOP_GRACE_S) as proc:
         with open(run.log, "a", encoding="utf-8") as sink, LogEcho(run.log, "trainer"):
             for raw in proc.stdout:

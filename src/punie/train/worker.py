@@ -90,6 +90,13 @@ def run(run: RunDir, events: EventChannel, selector=None) -> int:
 
     config = TrainConfig.from_dict(json.loads(run.config.read_text()), source=str(run.config))
     resuming = run.checkpoint_state.is_file()
+    # Under `mlx.launch` (`punie train --hosts`) this is one rank of a data-parallel run: mlx_lm's
+    # trainer averages the gradients over the ranks; rank 0 alone writes and reports.
+    world = mx.distributed.init()
+    primary = world.rank() == 0
+    print(f"punie worker: rank {world.rank()} of {world.size()}", flush=True)  # to train.log
+    if not primary:
+        events = EventChannel(open(os.devnull, "w", encoding="utf-8"))  # noqa: SIM115
 
     # The same seeding, in the same order, as `mlx_lm lora`.
     np.random.seed(config.seed)
@@ -106,18 +113,19 @@ def run(run: RunDir, events: EventChannel, selector=None) -> int:
         load_trainable(model, Path(config.from_adapter), "from_adapter")
 
     optimizer = build_optimizer(config)
-    loop = Loop(run, config, model, optimizer, valid, events, selector)
+    loop = Loop(run, config, model, optimizer, valid, events, selector, primary=primary)
     stop.attach(loop)
     if resuming:
         loop.restore_checkpoint()
-    else:
+    elif primary:
         for stale in (run.best, run.checkpoint):
             shutil.rmtree(stale, ignore_errors=True)
     if loop.completed >= config.iters:
         events.send("done", iteration=loop.completed)
         return 0
 
-    write_json(adapter_config_file(run.adapter), adapter_config(config))
+    if primary:
+        write_json(adapter_config_file(run.adapter), adapter_config(config))
     events.send("started", iteration=loop.completed, iters=config.iters)
     scratch = run.mlx_lm_scratch
     args = TrainingArgs(
