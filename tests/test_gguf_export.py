@@ -105,3 +105,30 @@ def test_unknown_quant_and_architecture_are_one_line_errors(tiny_model, tmp_path
     ):
         write_gguf(other, tmp_path / "b.gguf", "f16")
     assert not (tmp_path / "a.gguf").exists() and not (tmp_path / "b.gguf").exists()
+
+
+def test_the_tiny_llama_is_the_tiny_model_without_biases(tiny_model, tiny_llama):
+    from punie.train.gguf_export import load_weights
+
+    config = json.loads((tiny_llama / "config.json").read_text())
+    assert config["model_type"] == "llama" and config["architectures"] == ["LlamaForCausalLM"]
+    llama, qwen = load_weights(tiny_llama), load_weights(tiny_model)
+    assert set(llama) == {k for k in qwen if not k.endswith("_proj.bias")}
+    name = "model.layers.0.self_attn.q_proj.weight"
+    assert (llama[name] == qwen[name]).all()
+
+
+def test_modelfile_writes_the_models_own_tool_format_in_go(tiny_model, tmp_path):
+    from punie.train.fuse import QWEN_TOOLS_MARKER, modelfile
+
+    tiny = modelfile(tiny_model, "r", gguf=True)
+    assert "FROM ./model.gguf" in tiny
+    assert "{{ .Function.Name }}(" in tiny and "<tool_call>" in tiny  # one line a tool
+    qwen = tmp_path / "qwen"
+    qwen.mkdir()
+    template = "<|im_start|>system ... " + QWEN_TOOLS_MARKER + " ..."
+    (qwen / "tokenizer_config.json").write_text(json.dumps({"chat_template": template}))
+    text = modelfile(qwen, "r", gguf=False)
+    assert "<tools>" in text and "<tool_response>" in text and "FROM ." in text
+    (qwen / "tokenizer_config.json").write_text(json.dumps({"chat_template": "[INST]"}))
+    assert "TEMPLATE" not in modelfile(qwen, "r", gguf=False)
