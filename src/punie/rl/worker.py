@@ -18,6 +18,7 @@ from punie.rl.select import SuiteSelector
 from punie.train.config import TrainConfig
 from punie.train.events import EventChannel, TrainingFailed
 from punie.train.rundir import RunDir
+from punie.train.tracking import close_all
 from punie.train.worker import FAILED_EXIT, redirect_output
 from punie.train.worker import run as run_sft
 
@@ -55,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     except PunieError as e:
         events.failed(e)
         return FAILED_EXIT
+    finally:
+        close_all()  # the trackers of `report_to`, however the run ended
 
 
 if __name__ == "__main__":
