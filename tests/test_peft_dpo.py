@@ -62,14 +62,15 @@ def test_dr_dpo_in_torch_is_taken_over_pair_losses_not_their_mean():
     assert dr.item() < dpo.item() - 0.05  # log-mean-exp weighs the low losses up
 
 
-def test_peft_accepts_the_mlx_preference_keys_and_refuses_drop_noisy_in_one_line():
+def test_peft_accepts_the_mlx_preference_keys_and_stages_with_drop_noisy():
     stages = [{"epochs": 1, "beta": 0.05}, {"epochs": 1, "preference_loss": "dr_dpo"}]
     for loss in ("dpo", "cal_dpo", "dr_dpo"):
         assert mapping.method(TrainConfig(model="m", data="d", method="dpo", preference_loss=loss))
     assert mapping.method(TrainConfig(model="m", data="d", method="dpo", stages=stages))
     noisy = [{"epochs": 1}, {"epochs": 1, "drop_noisy": 0.2}]
-    with pytest.raises(ConfigError, match=r"^stages\[1\]\.drop_noisy: not supported by backend"):
-        mapping.method(TrainConfig(model="m", data="d", method="dpo", stages=noisy))
+    assert mapping.method(TrainConfig(model="m", data="d", method="dpo", stages=noisy)) == "dpo"
+    with pytest.raises(ConfigError, match=r"^method: 'ppo' is not one of"):
+        mapping.method(TrainConfig(model="m", data="d", method="ppo"))
 
 
 # --- real runs --------------------------------------------------------------------------------
@@ -137,6 +138,14 @@ def _pair_rewards(tiny_model, pairs, adapter: Path, reference: Path, beta: float
     """β·r of each pair's [chosen, rejected] under `adapter`, both runs scored by the same MLX
     code, so a difference is a difference in the update, not in the scoring."""
     import mlx.core as mx
+
+    policy = _pair_logps(tiny_model, pairs, adapter)
+    ref = np.array(mx.load(str(reference))["train"])
+    return beta * (policy - ref)
+
+
+def _pair_logps(tiny_model, pairs, adapter: Path) -> np.ndarray:
+    """Each train pair's summed log-probs [chosen, rejected] under `adapter`, scored by MLX."""
     from mlx_lm.utils import load
 
     from punie.train.pair_data import iterate_pair_batches, sequence_logps, tokenized_pairs
@@ -147,9 +156,7 @@ def _pair_rewards(tiny_model, pairs, adapter: Path, reference: Path, beta: float
     for tokens, mask, _ in iterate_pair_batches(split.pairs, range(len(split)), 8, 256):
         out.append(np.array(sequence_logps(model, tokens, mask)))
     logps = np.concatenate(out)
-    policy = np.stack([logps[: len(split)], logps[len(split) :]], axis=1)
-    ref = np.array(mx.load(str(reference))["train"])
-    return beta * (policy - ref)
+    return np.stack([logps[: len(split)], logps[len(split) :]], axis=1)
 
 
 @pytest.mark.slow
@@ -223,6 +230,42 @@ def test_peft_runs_a_staged_schedule_as_one_run_with_the_stage_in_every_report(
     # β·r doubles with β at the boundary: the reward scale follows the stage's β
     assert train[1]["reward_margin"] == pytest.approx(0.0, abs=1e-6)
     assert abs(train[3]["reward_margin"]) > abs(train[2]["reward_margin"])
+
+
+@pytest.mark.slow
+def test_peft_drop_noisy_drops_the_highest_loss_pairs_under_the_current_weights(
+    tiny_model, pairs, sft_adapter, tmp_path
+):
+    """Stage 0 trains 2 steps (its drop_noisy rounds to no pair of 8, but makes its batches this
+    backend's own, as in `head` below); stage 1 drops 25% of 8 = 2 pairs under Cal-DPO. `head`
+    runs stage 0 alone, so it ends on the weights stage 1 starts from; MLX scores every pair
+    there, with the starting adapter as the reference, as TRL's is. At the start weights every
+    Cal-DPO loss is ln 2 + 2 (r = 0): a drop taken there could not tell the pairs apart."""
+    first = {"epochs": 1, "beta": 0.1, "preference_loss": "dpo", "drop_noisy": 0.1}
+    second = {"epochs": 1, "beta": 0.5, "preference_loss": "cal_dpo", "drop_noisy": 0.25}
+    common = dict(batch_size=4, learning_rate=0.1, steps_per_eval=1000)
+    args = (tiny_model, pairs, sft_adapter)
+    run = _dpo_run("peft", *args, tmp_path / "drop", stages=[first, second], **common)
+    head = _dpo_run("peft", *args, tmp_path / "head", stages=[first], **common)
+    train = {m["iteration"]: m["stage"] for m in _metrics(run.run_dir) if "train_loss" in m}
+    assert train == {1: 0, 2: 0, 3: 1}  # then 6 pairs left: one batch of 4
+    dropped = [json.loads(x) for x in (run.run_dir / "dropped.jsonl").read_text().splitlines()]
+    assert [(d["stage"], d["iteration"]) for d in dropped] == [(1, 2), (1, 2)]
+
+    from punie.train.preference import preference_loss
+
+    policy = _pair_logps(tiny_model, pairs, head.adapter_path)
+    ref = _pair_logps(tiny_model, pairs, sft_adapter)
+    out = preference_loss("cal_dpo", policy[:, 0], policy[:, 1], ref[:, 0], ref[:, 1], beta=0.5)
+    direct = np.array(out.pair_losses)
+    order = np.argsort(-direct, kind="stable")
+    print(f"DROP direct={direct.round(5).tolist()} dropped={dropped}")
+    assert direct[order[1]] - direct[order[2]] > 1e-3  # no near-tie at the cut
+    assert [d["line"] for d in dropped] == [int(j) + 1 for j in order[:2]]
+    # torch and MLX float32 differ by ~1e-5 on a summed log-prob (the parity test above); the
+    # Cal-DPO terms square r, so ~1e-4 here (seen: 9e-5); a wrong weight or β is off by > 0.1
+    assert [d["loss"] for d in dropped] == pytest.approx(direct[order[:2]].tolist(), abs=1e-3)
+    assert min(d["loss"] for d in dropped) > math.log(2) + 2 + 1e-3
 
 
 def test_trl_reward_logs_become_the_shared_preference_fields():

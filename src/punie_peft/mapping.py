@@ -85,13 +85,7 @@ def method(config: Any) -> str:
     name = config.method
     if name not in METHODS:
         raise ConfigError(f"method: {name!r} is not one of {', '.join(METHODS)} (backend peft)")
-    # Stages and all three losses run here (punie_peft.dpo); dropping pairs mid-run would need
-    # the Trainer's data loader rebuilt under it, so drop_noisy is refused rather than ignored.
-    for i, stage in enumerate(getattr(config, "stages", None) or ()):
-        if float(stage.get("drop_noisy", 0.0)):
-            raise ConfigError(
-                f"stages[{i}].drop_noisy: not supported by backend peft yet (use backend mlx)"
-            )
+    # Stages, all three losses and drop_noisy run here (punie_peft.dpo).
     return name
 
 

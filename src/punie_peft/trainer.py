@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from punie.errors import BackendError
-from punie.fsio import atomic_dir, write_json
+from punie.fsio import atomic_dir, read_jsonl, write_json
 from punie.model.resolve import resolve_model
 from punie.train.callbacks import TrainingEvents
 from punie.train.rundir import RunDir
@@ -193,10 +193,13 @@ def train_here(config: Any, run: RunDir, events: TrainingEvents | None = None) -
         from punie_peft.dpo import StagedDPOTrainer
 
         train_rows = preference_rows(train_path)
+        lines = [line for line, _ in read_jsonl(train_path)]
         valid_rows = _val_rows(preference_rows(valid_path), config) if valid_path else None
         trainer = StagedDPOTrainer(
             model=model,
             plan=stage_plan(replace(config, **mapping.dpo_kwargs(config)), len(train_rows)),
+            lines=lines,
+            dropped=run.dropped,
             # a validation report at iteration 0, before any update, as on MLX
             args=DPOConfig(**args, **mapping.dpo_kwargs(config), eval_on_start=bool(valid_rows)),
             train_dataset=Dataset.from_list(train_rows),
