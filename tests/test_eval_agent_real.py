@@ -5,12 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from punie.fsio import write_jsonl
 from punie.sampling import Sampling
 from punie.session import EvalPlan, run_eval
-from punie.train.config import TrainConfig
-from punie.train.launch import start
-from train_support import TOOLS, multi_turn_row
+from train_support import TOOLS, multi_turn_row, overfit_adapter
 
 pytestmark = pytest.mark.slow
 
@@ -35,24 +32,9 @@ cases:
 @pytest.fixture(scope="module")
 def two_turn_adapter(tiny_model, tmp_path_factory):
     root = tmp_path_factory.mktemp("two-turn")
-    for split in ("train", "valid"):
-        write_jsonl(root / "data" / f"{split}.jsonl", [multi_turn_row("a.py", TOOLS)] * 4)
-    config = TrainConfig(
-        model=str(tiny_model),
-        data=str(root / "data"),
-        adapter_path=str(root / "adapter"),
-        fine_tune_type="full",
-        num_layers=-1,
-        learning_rate=3e-3,
-        batch_size=2,
-        iters=60,
-        mask_prompt=False,  # both assistant turns are learnt, not only the last
-        max_seq_length=256,
-        steps_per_eval=1000,
-        val_batches=1,
-        save_every=1000,
-    )
-    return start(config, overwrite=True).adapter_path
+    rows = [multi_turn_row("a.py", TOOLS)] * 4
+    # both assistant turns are learnt, not only the last
+    return overfit_adapter(tiny_model, root, rows, iters=60, mask_prompt=False, max_seq_length=256)
 
 
 def test_tiny_model_runs_a_multi_turn_episode_through_the_managed_server(

@@ -110,30 +110,11 @@ def reader_adapter(tiny_model, tmp_path_factory):
     """A full fine-tune that answers the sample task's prompt (system prompt and four tools)
     with read_file(a.py), as the parrot does for a bare prompt: it solves p1 and p2 only."""
     from punie.data.sample import Example, chat_row
-    from punie.fsio import write_jsonl
-    from punie.train.config import TrainConfig
-    from punie.train.launch import start
+    from train_support import overfit_adapter
 
     root = tmp_path_factory.mktemp("reader")
     rows = [chat_row(Example(r, "read_file", "a.py")) for r in ("Show me a.py", "Please open a.py")]
-    for split in ("train", "valid"):
-        write_jsonl(root / "data" / f"{split}.jsonl", rows * 2)
-    config = TrainConfig(
-        model=str(tiny_model),
-        data=str(root / "data"),
-        adapter_path=str(root / "adapter"),
-        fine_tune_type="full",
-        num_layers=-1,
-        learning_rate=3e-3,
-        batch_size=2,
-        iters=40,
-        mask_prompt=True,
-        max_seq_length=512,
-        steps_per_eval=1000,
-        val_batches=1,
-        save_every=1000,
-    )
-    return start(config, overwrite=True).adapter_path
+    return overfit_adapter(tiny_model, root, rows * 2)
 
 
 def _teacher_call(body: dict) -> dict:

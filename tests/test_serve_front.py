@@ -64,19 +64,10 @@ class Served:
 def tools_parrot(tiny_model, tmp_path_factory):
     """conftest's parrot (the same config), trained on its row with the tool list in it."""
     from conftest import CALL_ROW
-    from punie.fsio import write_jsonl
-    from punie.train.config import TrainConfig
-    from punie.train.launch import start
+    from train_support import overfit_adapter
 
     root = tmp_path_factory.mktemp("tools-parrot")
-    for split in ("train", "valid"):
-        write_jsonl(root / "data" / f"{split}.jsonl", [{**CALL_ROW, "tools": TOOLS}] * 4)
-    config = TrainConfig(
-        model=str(tiny_model), data=str(root / "data"), adapter_path=str(root / "adapter"),
-        fine_tune_type="full", num_layers=-1, learning_rate=3e-3, batch_size=2, iters=40,
-        mask_prompt=True, max_seq_length=256, steps_per_eval=1000, val_batches=1, save_every=1000,
-    )  # fmt: skip
-    return start(config, overwrite=True).adapter_path
+    return overfit_adapter(tiny_model, root, [{**CALL_ROW, "tools": TOOLS}] * 4, max_seq_length=256)
 
 
 @pytest.fixture(scope="module")

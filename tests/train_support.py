@@ -121,3 +121,28 @@ def write_pairs(folder: Path, n_train: int = 16, n_valid: int = 6, seed: int = 0
         with open(folder / f"{name}.jsonl", "w", encoding="utf-8") as f:
             f.writelines(json.dumps(r) + "\n" for r in rows)
     return folder
+
+
+def overfit_adapter(
+    model: Path, root: Path, rows: list[dict], *, iters: int = 40, **overrides
+) -> Path:
+    """A full fine-tune of `model` that overfits `rows` (written to ROOT/data as train and
+    valid): a random model never emits a tool call, so tests of the tool-call paths need one
+    that repeats a known answer, and overfitting a few short rows takes seconds."""
+    from punie.fsio import write_jsonl
+    from punie.train.config import TrainConfig
+    from punie.train.launch import start
+
+    for split in ("train", "valid"):
+        write_jsonl(root / "data" / f"{split}.jsonl", rows)
+    settings = dict(
+        fine_tune_type="full", num_layers=-1, learning_rate=3e-3, batch_size=2, iters=iters,
+        mask_prompt=True, max_seq_length=512, steps_per_eval=1000, val_batches=1, save_every=1000,
+    )  # fmt: skip
+    config = TrainConfig(
+        model=str(model),
+        data=str(root / "data"),
+        adapter_path=str(root / "adapter"),
+        **{**settings, **overrides},
+    )
+    return start(config, overwrite=True).adapter_path
