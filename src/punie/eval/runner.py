@@ -406,6 +406,20 @@ def fully_cached(suite: Suite, target: Target, sampling: Sampling, cache: Respon
     )
 
 
+def _explain(server_status: Callable[[], str | None] | None, grace: float = 2.0) -> str | None:
+    """How the server ended, if it did, waiting up to `grace` seconds to find out.
+
+    A killed process closes its sockets a moment before it can be reaped, so the failed
+    request is often seen first; on a loaded machine that moment is long enough to miss.
+    """
+    if server_status is None:
+        return None
+    deadline = time.monotonic() + grace
+    while (why := server_status()) is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return why
+
+
 def run_suite(
     suite: Suite,
     target: Target,
@@ -451,7 +465,7 @@ def run_suite(
         first = failed[0]
         if not isinstance(first, PunieError):
             raise first
-        why = (server_status() if server_status else None) or str(first)
+        why = _explain(server_status) or str(first)
         kept = f"{len(done)} answered cases kept in the cache" if cache.folder else "no cache"
         resume = "; run again to resume" if cache.folder else ""
         raise EvalError(
