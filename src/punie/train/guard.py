@@ -27,13 +27,28 @@ from typing import Any
 AUX_KEY = "punie"
 
 
+# Gradients up to this many values in all are joined into one vector for the norm.
+JOIN_LIMIT = 1 << 24
+
+
 def global_norm(gradients) -> Any:
-    """The L2 norm of every gradient together, summed in float32."""
+    """The L2 norm of every gradient together, summed in float32.
+
+    LoRA has many small gradients (two a layer and projection), and on MLX's CPU stream each op
+    costs a few microseconds however small: one reduction over a joined vector instead of one
+    per gradient took a fifth off the guard's cost (JOURNAL). A full fine-tune's gradients are
+    summed one by one instead, so as not to copy them all."""
     import mlx.core as mx
     from mlx.utils import tree_flatten
 
-    squares = [g.astype(mx.float32).square().sum() for _, g in tree_flatten(gradients)]
-    return mx.sqrt(mx.sum(mx.stack(squares))) if squares else mx.array(0.0)
+    grads = [g for _, g in tree_flatten(gradients)]
+    if not grads:
+        return mx.array(0.0)
+    if sum(g.size for g in grads) <= JOIN_LIMIT:
+        joined = mx.concatenate([g.astype(mx.float32).reshape(-1) for g in grads])
+        return mx.sqrt(mx.sum(joined * joined))
+    squares = [g.astype(mx.float32).square().sum() for g in grads]
+    return mx.sqrt(mx.sum(mx.stack(squares)))
 
 
 def clip(gradients, norm, max_norm: float):
