@@ -32,6 +32,21 @@ dataset_app = typer.Typer(
 Out = Annotated[Path, typer.Option("-o", "--out", help="Output file (.jsonl) or folder.")]
 Json = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 Seed = Annotated[int, typer.Option(help="Seed: same inputs and seed give identical bytes.")]
+# The options of the commands that build training rows from eval results (pairs, from-results).
+ResultSuites = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--suite", help="Suite file a results file names (built-in suites are found by name)."
+    ),
+]
+Against = Annotated[
+    list[str] | None,
+    typer.Option(help="Eval suite or dataset whose prompts must not leak; repeatable."),
+]
+NGram = Annotated[int, typer.Option(help="Words per n-gram (shorter prompts count whole).")]
+Threshold = Annotated[
+    float, typer.Option(help="Refuse a row holding at least this share of a prompt's n-grams.")
+]
 Rejects = Annotated[
     Path | None,
     typer.Option(help="Write removed rows here, each with the reason it was removed."),
@@ -487,10 +502,7 @@ def pairs(
         typer.Argument(help="Eval results files, or eval run folders (`punie eval run`)."),
     ],
     out: Out,
-    suite: Annotated[
-        list[Path] | None,
-        typer.Option(help="Suite file a results file names (built-in suites are found by name)."),
-    ] = None,
+    suite: ResultSuites = None,
     chosen: Annotated[
         str,
         typer.Option(
@@ -498,14 +510,9 @@ def pairs(
             "nothing passed, the expected calls over a failing response."
         ),
     ] = "passing",
-    against: Annotated[
-        list[str] | None,
-        typer.Option(help="Eval suite or dataset whose prompts must not leak; repeatable."),
-    ] = None,
-    n: Annotated[int, typer.Option(help="Words per n-gram (shorter prompts count whole).")] = 8,
-    threshold: Annotated[
-        float, typer.Option(help="Refuse a pair holding at least this share of a prompt's n-grams.")
-    ] = 0.5,
+    against: Against = None,
+    n: NGram = 8,
+    threshold: Threshold = 0.5,
     as_json: Json = False,
 ) -> None:
     """Preference rows from eval results: per case, a passing response (chosen) over a failing
@@ -523,12 +530,8 @@ def pairs(
         threshold=threshold,
     )
     if not as_json:
-        skipped = o.counts["skipped_by_reason"]
-        out_console.print(f"pairs: {o.counts['pairs']} of {o.counts['cases']} cases")
-        if skipped:
-            out_console.print(
-                _table("skipped", ["reason", "count"], [[k, v] for k, v in skipped.items()])
-            )
+        _kept(f"pairs: {o.counts['pairs']} of {o.counts['cases']} cases", "skipped",
+              o.counts["skipped_by_reason"])  # fmt: skip
     _written(o, as_json)
 
 
@@ -558,18 +561,10 @@ def from_results(
         list[Path] | None,
         typer.Option(help="Training file or dataset folder: rows already there are dropped."),
     ] = None,
-    suite: Annotated[
-        list[Path] | None,
-        typer.Option(help="Suite file a results file names (built-in suites are found by name)."),
-    ] = None,
-    against: Annotated[
-        list[str] | None,
-        typer.Option(help="Eval suite or dataset whose prompts must not leak; repeatable."),
-    ] = None,
-    n: Annotated[int, typer.Option(help="Words per n-gram (shorter prompts count whole).")] = 8,
-    threshold: Annotated[
-        float, typer.Option(help="Refuse a row holding at least this share of a prompt's n-grams.")
-    ] = 0.5,
+    suite: ResultSuites = None,
+    against: Against = None,
+    n: NGram = 8,
+    threshold: Threshold = 0.5,
     as_json: Json = False,
 ) -> None:
     """SFT rows from scored responses: each response becomes the assistant turn after the
@@ -589,13 +584,17 @@ def from_results(
         threshold=threshold,
     )
     if not as_json:
-        removed = o.counts["removed"]
-        out_console.print(f"rows: {o.counts['rows']} of {o.counts['responses']} responses")
-        if removed:
-            out_console.print(
-                _table("removed", ["reason", "count"], [[k, v] for k, v in removed.items()])
-            )
+        _kept(f"rows: {o.counts['rows']} of {o.counts['responses']} responses", "removed",
+              o.counts["removed"])  # fmt: skip
     _written(o, as_json)
+
+
+def _kept(summary: str, dropped: str, reasons: dict[str, int]) -> None:
+    """What a command kept, then (if any) how many it `dropped` for each reason."""
+    out_console.print(summary)
+    if reasons:
+        rows = [[reason, count] for reason, count in reasons.items()]
+        out_console.print(_table(dropped, ["reason", "count"], rows))
 
 
 @dataset_app.command()
