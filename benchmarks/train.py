@@ -17,7 +17,11 @@ Three numbers per run, because they answer different questions:
   hook, through a three-line shim around `mlx_lm.lora.main` (a benchmark may do this; the product
   never does).
 
-    .venv/bin/python benchmarks/train.py [--rounds 5] [--iters 200]
+    .venv/bin/python benchmarks/train.py [--rounds 5] [--iters 200] [--hidden 128]
+
+`--hidden` widens the model (the intermediate size in proportion, the same 4 layers and LoRA
+arrays): the guard's and the token tally's cost is per array and per logit, so a wider model
+shows how much of the ratio is that fixed cost.
 
 Prints one row per run, then the median ratio punie/bare of each number with its spread over the
 rounds (target: steady-state <= 1.02), and the largest difference between the two loss curves.
@@ -39,7 +43,7 @@ import yaml
 
 from punie.data.sample import splits
 from punie.fsio import write_jsonl
-from punie.model.tiny import build_tiny_model
+from punie.model.tiny import TinyShape, build_tiny_model
 from punie.proc import child_env
 from punie.train.config import TrainConfig, to_toml
 from punie.train.mlx import lora_command, lora_yaml
@@ -100,10 +104,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--iters", type=int, default=200)
+    parser.add_argument("--hidden", type=int, default=TinyShape.hidden_size)
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="punie-bench-train-"))
-    model = build_tiny_model(work / "model", seed=0)
+    wide = args.hidden / TinyShape.hidden_size
+    shape = TinyShape(
+        hidden_size=args.hidden, intermediate_size=int(wide * TinyShape.intermediate_size)
+    )
+    model = build_tiny_model(work / "model", seed=0, shape=shape)
     for name, rows in splits(400, 40, 40, seed=0).items():
         write_jsonl(work / "data" / f"{name}.jsonl", rows)
     base = TrainConfig(
@@ -132,7 +141,8 @@ def main() -> None:
             runs.append({"round": r, "who": who, "wall": wall, "cpu": cpu,
                          "step": steady_step_s(reports), "losses": losses})  # fmt: skip
 
-    print(f"tiny model, {args.iters} iters, batch 4, seq<=512, {args.rounds} alternating rounds")
+    print(f"tiny model (hidden {args.hidden}), {args.iters} iters, batch 4, seq<=512, "
+          f"{args.rounds} alternating rounds")  # fmt: skip
     print(f"{'round':>5} {'who':>6} {'wall s':>8} {'CPU s':>8} {'step ms':>8}")
     for x in runs:
         print(f"{x['round']:>5} {x['who']:>6} {x['wall']:>8.2f} {x['cpu']:>8.2f} "
