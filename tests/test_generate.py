@@ -11,21 +11,8 @@ import yaml
 from cli_support import punie, run_main
 from openai_stub import completion, scripted_server
 from punie.fsio import SUITE_HEADER
+from train_support import TOOLS
 
-TOOLS = [
-    {
-        "type": "function",
-        "function": {
-            "name": "read_file",
-            "description": "Read a file.",
-            "parameters": {
-                "type": "object",
-                "properties": {"path": {"type": "string"}},
-                "required": ["path"],
-            },
-        },
-    }
-]
 FILES = ["a.py", "b.py", "c.py", "d.py"]
 
 

@@ -12,23 +12,10 @@ from punie.errors import BackendError
 from punie.model.tiny import build_tiny_model
 from punie.train.fuse import _FALLBACK_PROMPTS
 from punie.train.gguf_export import write_gguf
+from train_support import TOOLS
 
 gguf = pytest.importorskip("gguf")
 
-TOOLS = [
-    {
-        "type": "function",
-        "function": {
-            "name": "read_file",
-            "description": "Read a file",
-            "parameters": {
-                "type": "object",
-                "properties": {"path": {"type": "string"}},
-                "required": ["path"],
-            },
-        },
-    }
-]
 PROMPTS = [{"messages": m, "tools": TOOLS} for m in _FALLBACK_PROMPTS]
 
 

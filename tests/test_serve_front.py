@@ -23,24 +23,11 @@ import pytest
 
 from cli_support import PUNIE, punie
 from punie.platform import mentioning
+from train_support import TOOLS
 
 pytestmark = pytest.mark.slow
 
 KEY = "test-key"
-TOOLS = [
-    {
-        "type": "function",
-        "function": {
-            "name": "read_file",
-            "description": "Read a file",
-            "parameters": {
-                "type": "object",
-                "properties": {"path": {"type": "string"}},
-                "required": ["path"],
-            },
-        },
-    }
-]
 ASK = [{"role": "user", "content": "Show me a.py"}]
 
 
