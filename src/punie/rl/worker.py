@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
 from punie.errors import PunieError
 from punie.eval.suite import Suite
@@ -18,8 +17,7 @@ from punie.rl.select import SuiteSelector
 from punie.train.config import TrainConfig
 from punie.train.events import EventChannel, TrainingFailed
 from punie.train.rundir import RunDir
-from punie.train.tracking import close_all
-from punie.train.worker import FAILED_EXIT, redirect_output
+from punie.train.worker import main as worker_main
 from punie.train.worker import run as run_sft
 
 
@@ -48,16 +46,7 @@ def run(run: RunDir, events: EventChannel) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    rundir = RunDir(Path(argv[0]))
-    events = redirect_output(rundir.log)
-    try:
-        return run(rundir, events)
-    except PunieError as e:
-        events.failed(e)
-        return FAILED_EXIT
-    finally:
-        close_all()  # the trackers of `report_to`, however the run ended
+    return worker_main(argv, train_run=run)
 
 
 if __name__ == "__main__":

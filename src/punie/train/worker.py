@@ -31,7 +31,8 @@ INTERRUPTED_EXIT = 130
 FAILED_EXIT = 2
 
 
-def _redirect_output(log: Path) -> EventChannel:
+def redirect_output(log: Path) -> EventChannel:
+    """The event channel on this process's stdout; its own output from now on to `log`."""
     events = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8")
     fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     sys.stdout.flush()
@@ -167,17 +168,14 @@ def run(run: RunDir, events: EventChannel, selector=None) -> int:
     return 0
 
 
-def redirect_output(log: Path) -> EventChannel:
-    """The event channel on this process's stdout; its own output from now on to `log`."""
-    return _redirect_output(log)
-
-
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, train_run=run) -> int:
+    """`python -m ... RUN_DIR`: `train_run(run, events)` with the worker's output, failure event,
+    exit codes and trackers (`punie.rl.worker` passes its own run)."""
     argv = sys.argv[1:] if argv is None else argv
     rundir = RunDir(Path(argv[0]))
-    events = _redirect_output(rundir.log)
+    events = redirect_output(rundir.log)
     try:
-        return run(rundir, events)
+        return train_run(rundir, events)
     except PunieError as e:  # a request the model cannot meet, bad data, a non-finite loss
         events.failed(e)
         return FAILED_EXIT
