@@ -15,7 +15,6 @@ import pytest
 from punie.chat.preference import pair_tokens
 from punie.chat.template import load_tokenizer
 from punie.errors import ConfigError, DataError
-from punie.proc import child_env, python_module
 from punie.train.config import TrainConfig
 from punie.train.runs import read_metrics
 from punie.train.stages import plan
@@ -34,15 +33,6 @@ STAGES = (
 @pytest.fixture(scope="module")
 def pairs(tmp_path_factory):
     return write_pairs(tmp_path_factory.mktemp("dpo") / "pairs")
-
-
-@pytest.fixture(scope="module")
-def quantized_model(tmp_path_factory, tiny_model):
-    out = tmp_path_factory.mktemp("q") / "tiny-4bit"
-    cmd = python_module("mlx_lm", "convert", "--hf-path", str(tiny_model),
-                        "--mlx-path", str(out), "-q", "--q-group-size", "32")  # fmt: skip
-    subprocess.run(cmd, env=child_env(), check=True, capture_output=True, timeout=300)
-    return out
 
 
 def dpo_toml(model, data, **overrides) -> str:

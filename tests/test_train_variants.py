@@ -8,7 +8,6 @@ import sys
 
 import pytest
 
-from punie.proc import child_env, python_module
 from punie.train.runs import read_metrics
 from train_support import config_toml, write_data
 
@@ -18,16 +17,6 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     return write_data(tmp_path_factory.mktemp("variants") / "data", n_train=16, n_valid=4)
-
-
-@pytest.fixture(scope="module")
-def quantized_model(tmp_path_factory, tiny_model):
-    out = tmp_path_factory.mktemp("q") / "tiny-4bit"
-    # Group size 32: the tiny model's MLP width (352) is not a multiple of the default 64.
-    cmd = python_module("mlx_lm", "convert", "--hf-path", str(tiny_model),
-                        "--mlx-path", str(out), "-q", "--q-group-size", "32")  # fmt: skip
-    subprocess.run(cmd, env=child_env(), check=True, capture_output=True, timeout=300)
-    return out
 
 
 def train(tmp_path, model, data, **overrides):
