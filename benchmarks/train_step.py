@@ -1,21 +1,22 @@
-"""What the guarded optimizer and the counting loss cost per step, isolated from start-up.
+"""What the guarded optimizer and the counting loss cost per training step, part by part.
 
-`benchmarks/train.py` compares whole processes (`punie train` vs `mlx_lm lora`); on a loaded
-machine their step times swing by more than any overhead worth measuring. This one runs mlx_lm's
-own compiled `train` loop in this process on the tiny model, the same LoRA layers and the same
-batches, twice per round, alternating which goes first:
+`benchmarks/train.py` compares whole processes (`punie train` vs `mlx_lm lora`), whose step times
+also move with the batches each run draws and with the machine. This one builds three compiled
+steps in one process, as mlx_lm's trainer builds its step (`mx.compile` over the model's and the
+optimizer's state), on the tiny model with the same LoRA layers, and times them on the same fixed
+batches, alternating their order each round:
 
-- bare: mlx_lm's optimizer as `mlx_lm lora` builds it, and `masked_loss`;
-- punie: `punie.train.setup.build_optimizer` (the `GuardedOptimizer`: global norm, non-finite
-  skip; clipping too with `--clip`) and `counting_loss` (token accuracy, finite losses).
+- bare: `mlx.optimizers.Adam` and `masked_loss` (what `mlx_lm lora` runs);
+- guard: `punie.train.setup.build_optimizer` (the `GuardedOptimizer`: global norm, non-finite
+  skip; clipping too with `--clip`) and `masked_loss`;
+- punie: the guard and `counting_loss` (token accuracy, finite losses): what `punie train` runs.
 
-Per run: the steady-state step time (median seconds per step over mlx_lm's reports after the
-first, its own `iterations_per_second`), and the CPU time per step (this process, all threads,
-over the whole loop), which other load on the machine moves far less than it moves wall time.
-The script re-executes itself with `punie.proc.child_env` (OpenBLAS preloaded), as the training
-children run.
+So guard - bare is the guard's cost and punie - guard the token tally's. Per variant: the median
+milliseconds per step over the rounds, their spread, and the CPU milliseconds per step (all
+threads of this process). The script re-executes itself with `punie.proc.child_env` (OpenBLAS
+preloaded), as the training children run.
 
-    .venv/bin/python benchmarks/train_step.py [--rounds 5] [--iters 200] [--clip]
+    .venv/bin/python benchmarks/train_step.py [--rounds 7] [--batches 8] [--repeats 5] [--clip]
 """
 
 from __future__ import annotations
@@ -27,13 +28,13 @@ import statistics
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import mlx.core as mx
+import mlx.nn as nn
 import mlx.optimizers as optim
 import numpy as np
-from mlx_lm.tuner.callbacks import TrainingCallback
-from mlx_lm.tuner.trainer import TrainingArgs, train
 from mlx_lm.utils import load
 
 from punie.data.sample import splits
@@ -45,47 +46,46 @@ from punie.train.events import EventChannel
 from punie.train.masking import counting_loss, iterate_batches, masked_loss
 from punie.train.setup import build_optimizer, prepare_model, training_data
 
-
-class Reports(TrainingCallback):
-    def __init__(self) -> None:
-        self.rows: list[dict] = []
-
-    def on_train_loss_report(self, info: dict) -> None:
-        self.rows.append(info)
+VARIANTS = ("bare", "guard", "punie")
 
 
-def one_run(config: TrainConfig, guarded: bool) -> dict:
-    np.random.seed(config.seed)  # the same batches in the same order, as mlx_lm lora seeds them
+def compiled_step(config: TrainConfig, variant: str):
+    """A fresh model and optimizer, and mlx_lm's compiled step over them."""
     mx.random.seed(config.seed)
-    model, tokenizer = load(config.model)
-    train_set, _ = training_data(config, tokenizer, EventChannel(open("/dev/null", "w")))  # noqa: SIM115
+    model, _ = load(config.model)
     prepare_model(model, config)
-    if guarded:
-        optimizer = build_optimizer(config)
-        loss = counting_loss(optimizer)
-    else:
+    if variant == "bare":
         optimizer, loss = optim.Adam(learning_rate=config.learning_rate), masked_loss
-    reports = Reports()
-    args = TrainingArgs(batch_size=config.batch_size, iters=config.iters,
-                        steps_per_report=config.steps_per_report,
-                        steps_per_eval=config.iters + 1, steps_per_save=config.iters + 1,
-                        adapter_file=str(Path(config.adapter_path) / "scratch.safetensors"),
-                        max_seq_length=config.max_seq_length)  # fmt: skip
+    else:
+        optimizer = build_optimizer(config)
+        loss = masked_loss if variant == "guard" else counting_loss(optimizer)
+    loss_and_grad = nn.value_and_grad(model, loss)
+    state = [model.state, optimizer.state, mx.random.state]
+
+    @partial(mx.compile, inputs=state, outputs=state)
+    def step(tokens, mask):
+        (value, ntoks), grads = loss_and_grad(model, tokens, mask)
+        optimizer.update(model, grads)
+        return value, ntoks
+
+    model.train()
+    return step, state
+
+
+def time_steps(step, state, batches: list, repeats: int) -> tuple[float, float]:
+    """(wall ms, CPU ms) per step over `repeats` passes through `batches`."""
     cpu, wall = time.process_time(), time.perf_counter()
-    train(model=model, optimizer=optimizer, train_dataset=train_set, args=args, loss=loss,
-          iterate_batches=iterate_batches, training_callback=reports)  # fmt: skip
-    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
-    later = reports.rows[1:] or reports.rows
-    return {
-        "step_s": statistics.median(1 / r["iterations_per_second"] for r in later),
-        "cpu_step_s": cpu / config.iters,
-        "wall_s": wall,
-        "loss": reports.rows[-1]["train_loss"],
-    }
+    for _ in range(repeats):
+        for tokens, mask in batches:
+            value, ntoks = step(tokens, mask)
+            mx.eval(state, value, ntoks)
+    n = repeats * len(batches)
+    return 1000 * (time.perf_counter() - wall) / n, 1000 * (time.process_time() - cpu) / n
 
 
-def spread(values: list[float]) -> str:
-    return f"{statistics.median(values):.3f} ({min(values):.3f}-{max(values):.3f})"
+def spread(values: list[float], digits: int = 2) -> str:
+    median, low, high = statistics.median(values), min(values), max(values)
+    return f"{median:.{digits}f} ({low:.{digits}f}-{high:.{digits}f})"
 
 
 def main() -> None:
@@ -93,8 +93,9 @@ def main() -> None:
     if env.get("LD_PRELOAD") != os.environ.get("LD_PRELOAD"):  # as the training children run
         os.execve(sys.executable, [sys.executable, *sys.argv], env)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--iters", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--batches", type=int, default=8, help="fixed batches per pass")
+    parser.add_argument("--repeats", type=int, default=5, help="passes per variant per round")
     parser.add_argument("--clip", action="store_true", help="max_grad_norm set (never reached)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="punie-bench-step-"))
@@ -103,25 +104,37 @@ def main() -> None:
         write_jsonl(work / "data" / f"{name}.jsonl", rows)
     config = TrainConfig(
         model=str(model), data=str(work / "data"), adapter_path=str(work), rank=8, scale=5.0,
-        num_layers=-1, learning_rate=1e-3, batch_size=4, iters=args.iters, max_seq_length=512,
-        mask_prompt=True, steps_per_report=10, max_grad_norm=1e6 if args.clip else None, seed=0,
+        num_layers=-1, learning_rate=1e-3, batch_size=4, max_seq_length=512, mask_prompt=True,
+        max_grad_norm=1e6 if args.clip else None, seed=0,
     )  # fmt: skip
-    runs = []
+    _, tokenizer = load(config.model)
+    with open(os.devnull, "w") as devnull:
+        train_set, _ = training_data(config, tokenizer, EventChannel(devnull))
+    np.random.seed(config.seed)
+    draw = iterate_batches(train_set, config.batch_size, config.max_seq_length, loop=True)
+    batches = [next(draw) for _ in range(args.batches)]
+
+    steps = {v: compiled_step(config, v) for v in VARIANTS}
+    for step, state in steps.values():  # compile and warm up
+        time_steps(step, state, batches, 1)
+    wall: dict[str, list[float]] = {v: [] for v in VARIANTS}
+    cpu: dict[str, list[float]] = {v: [] for v in VARIANTS}
     for r in range(args.rounds):
-        for who in ("punie", "bare") if r % 2 == 0 else ("bare", "punie"):
-            runs.append({"round": r, "who": who, **one_run(config, who == "punie")})
-    print(f"tiny model, {args.iters} steps, batch 4, seq<=512, {args.rounds} alternating rounds")
-    print(f"{'round':>5} {'who':>6} {'step ms':>8} {'CPU ms/step':>12} {'wall s':>8} {'loss':>8}")
-    for x in runs:
-        print(f"{x['round']:>5} {x['who']:>6} {1000 * x['step_s']:>8.2f} "
-              f"{1000 * x['cpu_step_s']:>12.2f} {x['wall_s']:>8.2f} {x['loss']:>8.4f}")  # fmt: skip
-    by = {(x["round"], x["who"]): x for x in runs}
-    ratios = {k: [by[(r, "punie")][k] / by[(r, "bare")][k] for r in range(args.rounds)]
-              for k in ("step_s", "cpu_step_s")}  # fmt: skip
-    print("ratio punie/bare, median (min-max) over rounds:")
-    print(f"  steady-state step {spread(ratios['step_s'])}; "
-          f"CPU per step {spread(ratios['cpu_step_s'])} (target <= 1.02)")  # fmt: skip
-    print(json.dumps({k: round(statistics.median(v), 4) for k, v in ratios.items()}))
+        for v in VARIANTS if r % 2 == 0 else VARIANTS[::-1]:
+            w, c = time_steps(*steps[v], batches, args.repeats)
+            wall[v].append(w)
+            cpu[v].append(c)
+
+    print(f"tiny model, {args.batches} fixed batches x {args.repeats} per round, batch 4, "
+          f"{args.rounds} alternating rounds{', clipping on' if args.clip else ''}")  # fmt: skip
+    print(f"{'variant':>7} {'step ms median (min-max)':>26} {'CPU ms/step':>12} {'vs bare':>8}")
+    bare = statistics.median(wall["bare"])
+    for v in VARIANTS:
+        print(f"{v:>7} {spread(wall[v]):>26} {statistics.median(cpu[v]):>12.2f} "
+              f"{statistics.median(wall[v]) / bare:>8.3f}")  # fmt: skip
+    paired = [p / b for p, b in zip(wall["punie"], wall["bare"], strict=True)]
+    print(f"punie/bare paired per round: {spread(paired, 3)} (target <= 1.02)")
+    print(json.dumps({v: round(statistics.median(wall[v]), 3) for v in VARIANTS}))
 
 
 if __name__ == "__main__":
