@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -26,8 +27,30 @@ def completion(
     }
 
 
-def scripted_server(answer: Callable[[dict[str, Any]], dict[str, Any]]) -> ThreadingHTTPServer:
-    """Serve `answer(request body)` as each response; `.shutdown()` it when done."""
+@dataclass(frozen=True)
+class Events:
+    """A streamed answer: each item one server-sent event, then `data: [DONE]` unless `done` is
+    False (a stream cut short). The connection closes after it, as mlx_lm.server's does."""
+
+    items: list[dict[str, Any]]
+    done: bool = True
+
+
+def chunk(content: str, finish_reason: str | None = None) -> dict[str, Any]:
+    """One streamed chat completion chunk carrying `content`."""
+    delta = {"role": "assistant", "content": content}
+    return {
+        "id": "stub",
+        "object": "chat.completion.chunk",
+        "created": 0,
+        "model": "stub",
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
+    }
+
+
+def scripted_server(answer: Callable[[dict[str, Any]], Any]) -> ThreadingHTTPServer:
+    """Serve `answer(request body)` as each response (a JSON body, or `Events` to stream);
+    `.shutdown()` it when done."""
     paths: list[str] = []
 
     class Handler(BaseHTTPRequestHandler):
@@ -39,7 +62,17 @@ def scripted_server(answer: Callable[[dict[str, Any]], dict[str, Any]]) -> Threa
                 self.send_header("Content-Length", "0")
                 self.end_headers()
                 return
-            out = json.dumps(answer(body)).encode()
+            reply = answer(body)
+            if isinstance(reply, Events):
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.end_headers()
+                for item in reply.items:
+                    self.wfile.write(b"data: " + json.dumps(item).encode() + b"\n\n")
+                if reply.done:
+                    self.wfile.write(b"data: [DONE]\n\n")
+                return
+            out = json.dumps(reply).encode()
             self.send_response(200)
             self.send_header("Content-Length", str(len(out)))
             self.end_headers()

@@ -8,7 +8,7 @@ import openai
 import pytest
 from starlette.testclient import TestClient
 
-from openai_stub import completion, scripted_server
+from openai_stub import Events, chunk, completion, scripted_server
 from punie.serve.app import FrontConfig, make_app
 from punie.serve.models import build_registry
 from punie.serve.upstream import Upstream
@@ -91,3 +91,22 @@ def test_with_constrained_decoding_tool_choice_and_response_format_reach_the_bac
         model="demo", messages=ASK, tools=TOOLS, tool_choice=choice, response_format=fmt
     )
     assert seen[0]["tool_choice"] == choice and seen[0]["response_format"] == fmt
+
+
+def test_a_stream_is_relabelled_under_the_served_id_and_ends(front):
+    sdk, seen, replies = front
+    replies.append(Events([chunk("Hel"), chunk("lo", finish_reason="stop")]))
+    chunks = list(sdk.chat.completions.create(model="demo", messages=ASK, stream=True))
+    assert [c.model for c in chunks] == ["demo", "demo"]
+    assert "".join(c.choices[0].delta.content for c in chunks) == "Hello"
+    assert chunks[-1].choices[0].finish_reason == "stop"
+    assert seen[0]["stream"] is True
+
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_a_stream_cut_before_done_raises_in_the_client_not_a_silent_end(front, n):
+    sdk, _, replies = front
+    replies += [Events([chunk("Hel")])] * (n - 1) + [Events([chunk("Hel")], done=False)]
+    stream = sdk.chat.completions.create(model="demo", messages=ASK, stream=True, n=n)
+    with pytest.raises(openai.APIError, match="ended before \\[DONE\\]"):
+        list(stream)

@@ -183,31 +183,37 @@ def make_app(config: FrontConfig):
             raise
         return StreamingResponse(relay(fwd, opened), media_type="text/event-stream")
 
-    async def relay(fwd: Forward, streams: list[Answer]) -> AsyncIterator[bytes]:
-        """The backend's events, each re-labelled and repaired; n streams interleaved, each
-        choice under its own index."""
+    async def events(fwd: Forward, index: int, r: Answer) -> AsyncIterator[bytes | ApiError]:
+        """One backend stream's events, each re-labelled and repaired, up to its [DONE] (not
+        passed on); an ApiError last if the stream broke or ended without one."""
+        calls_seen = False
+        try:
+            async for line in r.lines():
+                if line.startswith(b":"):
+                    yield line + b"\n\n"  # keep-alive comments
+                if not line.startswith(b"data:"):
+                    continue
+                payload = line[5:].strip()
+                if payload == b"[DONE]":
+                    return
+                event = orjson.loads(payload)
+                calls_seen = _relabel(event, fwd, index, calls_seen)
+                yield b"data: " + orjson.dumps(event) + b"\n\n"
+            yield _lost(RuntimeError("the stream ended before [DONE]"))
+        except (BackendLost, orjson.JSONDecodeError) as e:
+            yield _lost(e)
+        finally:
+            r.close()
+
+    async def interleaved(fwd: Forward, streams: list[Answer]) -> AsyncIterator[bytes | ApiError]:
+        """n streams' events as they come, each choice under its own index."""
         queue: asyncio.Queue = asyncio.Queue()
 
         async def pump(i: int, r: Answer) -> None:
-            calls_seen = False
-            try:
-                async for line in r.lines():
-                    if line.startswith(b":"):
-                        await queue.put(line + b"\n\n")  # keep-alive comments
-                    if not line.startswith(b"data:"):
-                        continue
-                    payload = line[5:].strip()
-                    if payload == b"[DONE]":
-                        await queue.put(None)
-                        return
-                    event = orjson.loads(payload)
-                    calls_seen = _relabel(event, fwd, i, calls_seen)
-                    await queue.put(b"data: " + orjson.dumps(event) + b"\n\n")
-                await queue.put(_lost(RuntimeError("the stream ended before [DONE]")))
-            except (BackendLost, orjson.JSONDecodeError) as e:
-                await queue.put(_lost(e))
-            finally:
-                r.close()
+            async with contextlib.aclosing(events(fwd, i, r)) as items:
+                async for item in items:
+                    await queue.put(item)
+            await queue.put(None)
 
         tasks = [asyncio.create_task(pump(i, r)) for i, r in enumerate(streams)]
         try:
@@ -216,18 +222,28 @@ def make_app(config: FrontConfig):
                 item = await queue.get()
                 if item is None:
                     open_streams -= 1
-                elif isinstance(item, ApiError):
-                    yield b"data: " + orjson.dumps(item.body()) + b"\n\n"
-                    return
                 else:
                     yield item
-            yield b"data: [DONE]\n\n"
         finally:
             for t in tasks:
                 t.cancel()
             for t in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await t
+
+    async def relay(fwd: Forward, streams: list[Answer]) -> AsyncIterator[bytes]:
+        """What the client reads: the events, then [DONE]; or an error event in OpenAI's shape
+        where a backend stream broke. One stream is read directly: no task and no queue for
+        each token."""
+        one = len(streams) == 1
+        source = events(fwd, 0, streams[0]) if one else interleaved(fwd, streams)
+        async with contextlib.aclosing(source) as items:
+            async for item in items:
+                if isinstance(item, ApiError):
+                    yield b"data: " + orjson.dumps(item.body()) + b"\n\n"
+                    return
+                yield item
+        yield b"data: [DONE]\n\n"
 
     def _relabel(event: dict, fwd: Forward, index: int, calls_seen: bool) -> bool:
         event["model"] = fwd.served.id
