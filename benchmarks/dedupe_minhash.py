@@ -28,11 +28,12 @@ import argparse
 import json
 import os
 import random
-import statistics
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+from rounds import spread
 
 VOCAB = 50_000
 PHRASE = "I would like to know the"
@@ -136,10 +137,6 @@ def timed(fn: Callable[[], object]) -> tuple[float, float, object]:
     w, c = time.perf_counter(), time.process_time()
     result = fn()
     return time.perf_counter() - w, time.process_time() - c, result
-
-
-def spread(xs: list[float]) -> str:
-    return f"{statistics.median(xs):.2f} ({min(xs):.2f}–{max(xs):.2f})"
 
 
 def main() -> None:

@@ -29,7 +29,6 @@ import argparse
 import asyncio
 import json
 import os
-import random
 import signal
 import statistics
 import subprocess
@@ -41,6 +40,7 @@ from pathlib import Path
 import httpx
 from rich.console import Console
 from rich.table import Table
+from rounds import throughput_ratio
 
 from punie.model.tiny import TinyShape, build_tiny_model
 from punie.platform import children_of, processes
@@ -114,22 +114,6 @@ async def load(url: str, model: str, lengths: list[int], concurrency: int, strea
         start = time.perf_counter()
         await asyncio.gather(*(one(i) for i in range(len(lengths))))
         return time.perf_counter() - start, latencies, tokens[0]
-
-
-def throughput_ratio(direct: list[float], front: list[float], resamples: int = 4000):
-    """(direct/front total wall, 5th and 95th percentile over rounds resampled with replacement)."""
-    pairs = list(zip(direct, front, strict=True))
-    rng = random.Random(0)
-    ratios = []
-    for _ in range(resamples):
-        drawn = rng.choices(pairs, k=len(pairs))
-        ratios.append(sum(d for d, _ in drawn) / sum(f for _, f in drawn))
-    ratios.sort()
-    return (
-        sum(direct) / sum(front),
-        ratios[int(0.05 * resamples)],
-        ratios[int(0.95 * resamples) - 1],
-    )
 
 
 def start_serve(model: Path, log: Path) -> tuple[subprocess.Popen, str, str, int]:

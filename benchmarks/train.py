@@ -40,6 +40,7 @@ import time
 from pathlib import Path
 
 import yaml
+from rounds import spread
 
 from punie.data.sample import splits
 from punie.fsio import write_jsonl
@@ -94,10 +95,6 @@ def timed(cmd: list[str]) -> tuple[float, float, str]:
     if result.returncode != 0:
         sys.exit(f"failed: {' '.join(cmd)}\n{result.stderr[-2000:]}")
     return wall, cpu, result.stdout
-
-
-def spread(values: list[float]) -> str:
-    return f"{statistics.median(values):.3f} ({min(values):.3f}-{max(values):.3f})"
 
 
 def main() -> None:
@@ -155,8 +152,8 @@ def main() -> None:
         ours, theirs = by[(r, "punie")]["losses"], by[(r, "bare")]["losses"]
         diffs += [abs(ours[i] - theirs[i]) for i in set(ours) & set(theirs)]
     print("ratio punie/bare, median (min-max) over rounds:")
-    print(f"  wall {spread(ratios['wall'])}; CPU {spread(ratios['cpu'])}; "
-          f"steady-state step {spread(ratios['step'])} (target <= 1.02)")  # fmt: skip
+    print(f"  wall {spread(ratios['wall'], 3)}; CPU {spread(ratios['cpu'], 3)}; "
+          f"steady-state step {spread(ratios['step'], 3)} (target <= 1.02)")  # fmt: skip
     print(f"max train-loss difference: {max(diffs):.1e} over {len(diffs)} points")
     summary = {k: round(statistics.median(v), 4) for k, v in ratios.items()}
     print(json.dumps({"median_ratio": summary, "max_loss_diff": max(diffs)}))

@@ -36,6 +36,7 @@ import mlx.nn as nn
 import mlx.optimizers as optim
 import numpy as np
 from mlx_lm.utils import load
+from rounds import spread
 
 from punie.data.sample import splits
 from punie.fsio import write_jsonl
@@ -81,11 +82,6 @@ def time_steps(step, state, batches: list, repeats: int) -> tuple[float, float]:
             mx.eval(state, value, ntoks)
     n = repeats * len(batches)
     return 1000 * (time.perf_counter() - wall) / n, 1000 * (time.process_time() - cpu) / n
-
-
-def spread(values: list[float], digits: int = 2) -> str:
-    median, low, high = statistics.median(values), min(values), max(values)
-    return f"{median:.{digits}f} ({low:.{digits}f}-{high:.{digits}f})"
 
 
 def main() -> None:
