@@ -146,12 +146,7 @@ def main() -> None:
     ap.add_argument("--stream", action="store_true", help="stream every answer (SSE)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        wide = args.hidden / TinyShape.hidden_size
-        shape = TinyShape(
-            hidden_size=args.hidden,
-            intermediate_size=int(wide * TinyShape.intermediate_size),
-            num_hidden_layers=args.layers,
-        )
+        shape = TinyShape(num_hidden_layers=args.layers).widened(args.hidden)
         model = build_tiny_model(Path(tmp) / "tiny", seed=0, shape=shape)
         proc, front_url, direct_url, backend = start_serve(model, Path(tmp) / "server.log")
         try:

@@ -105,10 +105,7 @@ def main() -> None:
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="punie-bench-train-"))
-    wide = args.hidden / TinyShape.hidden_size
-    shape = TinyShape(
-        hidden_size=args.hidden, intermediate_size=int(wide * TinyShape.intermediate_size)
-    )
+    shape = TinyShape().widened(args.hidden)
     model = build_tiny_model(work / "model", seed=0, shape=shape)
     for name, rows in splits(400, 40, 40, seed=0).items():
         write_jsonl(work / "data" / f"{name}.jsonl", rows)

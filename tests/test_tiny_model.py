@@ -1,7 +1,7 @@
 import hashlib
 
 from punie.data.sample import TOOLS
-from punie.model.tiny import build_tiny_model
+from punie.model.tiny import TinyShape, build_tiny_model
 
 CALL = {"type": "function", "function": {"name": "read_file", "arguments": {"path": "a.py"}}}
 CONVERSATION = [
@@ -39,6 +39,21 @@ def test_loads_and_generates_in_mlx_lm(tiny_model):
     text = generate(model, tokenizer, prompt, max_tokens=8)
     assert isinstance(text, str) and len(tokenizer.encode(text)) >= 1
     assert tokenizer.has_tool_calling and tokenizer.tool_call_start == "<tool_call>"
+
+
+def test_a_widened_shape_scales_its_mlp_and_loads_in_mlx_lm(tmp_path):
+    import json
+
+    from mlx_lm import generate, load
+
+    shape = TinyShape(num_hidden_layers=2).widened(256)
+    assert (shape.hidden_size, shape.intermediate_size, shape.num_hidden_layers) == (256, 704, 2)
+    folder = build_tiny_model(tmp_path / "wide", seed=0, shape=shape)
+    config = json.loads((folder / "config.json").read_text())
+    assert (config["hidden_size"], config["intermediate_size"]) == (256, 704)
+    model, tokenizer = load(str(folder))
+    assert len(model.layers) == 2
+    assert isinstance(generate(model, tokenizer, "hi", max_tokens=2), str)
 
 
 def test_loads_and_generates_in_transformers(tiny_model):

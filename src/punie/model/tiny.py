@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 import struct
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from importlib import resources
 from pathlib import Path
 
@@ -40,6 +40,14 @@ class TinyShape:
     intermediate_size: int = 352
     vocab_size: int = 1024
     max_position_embeddings: int = 2048
+
+    def widened(self, hidden_size: int) -> TinyShape:
+        """This shape at another width, the MLP scaled alike: a slower model a token, for
+        benchmarks that need a token to cost more."""
+        scale = hidden_size / self.hidden_size
+        return replace(
+            self, hidden_size=hidden_size, intermediate_size=int(scale * self.intermediate_size)
+        )
 
 
 def _corpus() -> str:
