@@ -191,6 +191,7 @@ def make_app(config: FrontConfig):
             async for line in r.lines():
                 if line.startswith(b":"):
                     yield line + b"\n\n"  # keep-alive comments
+                    continue
                 if not line.startswith(b"data:"):
                     continue
                 payload = line[5:].strip()
